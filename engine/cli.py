@@ -1,0 +1,192 @@
+"""The ``clair`` command: a thin shell over the library (L5). Argument parsing, exit codes, display.
+
+Exit codes: 0 done; 1 unexpected internal error; 2 a user mistake (config, input, endpoint check, run
+state); 74 the disk or permissions failed (resumable); 130/143 stopped by SIGINT/SIGTERM (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ClairError, StorageError, UserError
+
+log = logging.getLogger("clair")
+
+
+def _setup_logging(verbose: bool) -> None:
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("clair: %(message)s"))
+    log.handlers[:] = [h]
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clair", description="Create CLAIR preference data at scale.")
+    p.add_argument("--version", action="version", version=f"clair-engine {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="more log lines")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run or resume a revision job from a YAML config")
+    r.add_argument("config", help="path of the YAML job config")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config key, e.g. --set output.dir=runs/x (repeatable)")
+    r.add_argument("--new-run", action="store_true",
+                   help="archive the existing run directory (renamed, never deleted) and start fresh")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="request again the failed rows whose error is retryable (timeouts, 5xx, 429, ...)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="read the input and render prompts, count tokens, estimate cost and time; send nothing")
+    r.add_argument("--progress", choices=["auto", "rich", "plain", "off"], default=None,
+                   help="progress display (default: run.progress from the config)")
+
+    s = sub.add_parser("status", help="show a run directory's state")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    rp = sub.add_parser("reparse", help="parse stored raw outputs again with this version's parser (no requests)")
+    rp.add_argument("run_dir")
+
+    m = sub.add_parser("mock-server", help="serve a local OpenAI-compatible CLAIR mock endpoint", add_help=False)
+    m.add_argument("args", nargs=argparse.REMAINDER)
+
+    e = sub.add_parser("export", help="write training-ready preference pairs (TRL / ultrafeedback layout)")
+    e.add_argument("run_dir")
+    e.add_argument("--format", choices=["trl", "ultrafeedback"], default="trl")
+    e.add_argument("--out", help="output Parquet file (default: RUN_DIR/export-FORMAT.parquet)")
+    e.add_argument("--include-flagged", action="store_true", help="keep truncated/worsened rows")
+    e.add_argument("--max-distance", type=int, default=None, help="drop pairs whose Levenshtein distance is larger")
+    e.add_argument("--min-jaccard", type=float, default=None, help="drop pairs whose token Jaccard is lower")
+    e.add_argument("--keep-identical", action="store_true", help="keep revisions identical to the original")
+    e.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="also push to the Hugging Face Hub")
+    e.add_argument("--private", action="store_true", help="with --push-to-hub: a private dataset")
+
+    st = sub.add_parser("stats", help="minimality metrics of a run and suspicious revisions")
+    st.add_argument("run_dir")
+    st.add_argument("--max-distance", type=int, default=None, help="flag pairs rewritten beyond this distance")
+    st.add_argument("--min-jaccard", type=float, default=0.1, help="flag pairs with lower token Jaccard")
+    st.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="measure throughput against the bundled mock endpoint")
+    b.add_argument("--scenario", default="latency", help="latency | lognormal | ratelimited | faults | scale")
+    b.add_argument("--rows", type=int, default=None, help="override the scenario's row count")
+    b.add_argument("--concurrency", type=int, default=None, help="override the scenario's in-flight limit")
+    b.add_argument("--latency-ms", type=float, default=None, help="override the mock's mean latency")
+    b.add_argument("--out", default=None, help="JSON results file (default: benchmarks/out/SCENARIO.json)")
+    b.add_argument("--keep", action="store_true", help="keep the run directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["mock-server"]:
+        from .mockserver import main as mock_main
+
+        return mock_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return StorageError.exit_code
+    except ClairError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "status":
+        from .status import run_status
+
+        return run_status(Path(args.run_dir), as_json=args.json)
+    if args.command == "reparse":
+        from .reparse import reparse_run
+
+        res = reparse_run(Path(args.run_dir))
+        print(f"reparsed {res['rows']} rows: {res['to_data']} now revised, {res['to_failures']} now failed, "
+              f"{res['changed']} changed; no request was sent")
+        return 0
+    if args.command == "export":
+        from .export import cmd_export
+
+        return cmd_export(args)
+    if args.command == "stats":
+        from .export import cmd_stats
+
+        return cmd_stats(args)
+    if args.command == "bench":
+        from .bench import cmd_bench
+
+        return cmd_bench(args)
+    raise AssertionError(args.command)
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    parts = ["clair", "run", args.config] + [f"--set {shlex.quote(o)}" for o in args.overrides]
+    return " ".join(parts)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from .dryrun import dry_run
+
+        return dry_run(cfg)
+    from .progress import make_reporter
+    from .runner import run_job
+
+    mode = args.progress or cfg.run.progress
+    reporter = make_reporter(mode, cfg.run.progress_interval_s)
+    try:
+        rep = run_job(cfg, retry_failed=args.retry_failed, new_run=args.new_run,
+                      on_progress=reporter.update if reporter else None, install_signals=True)
+    except StorageError:
+        if reporter:
+            reporter.close()
+        print(f"resume with: {_resume_hint(args)}", file=sys.stderr)
+        raise
+    if reporter:
+        reporter.close()
+    _print_summary(rep.to_dict())
+    if rep.status == "interrupted":
+        print(f"stopped; resume with: {_resume_hint(args)}", file=sys.stderr)
+        return 128 + int(rep.extra.get("signal", 2))
+    return 0
+
+
+def _print_summary(rep: dict[str, Any]) -> None:
+    failed = rep["rows_failed"]
+    flagged = rep["rows_flagged"]
+    total = rep["rows_total"]
+    print(f"run directory: {rep['run_dir']}")
+    print(f"rows: {rep['rows_done']} of {total if total is not None else '?'} done"
+          f" ({sum(failed.values())} failed{', ' + ', '.join(f'{k} {v}' for k, v in sorted(failed.items())) if failed else ''})"
+          + (f"; flagged: {', '.join(f'{k} {v}' for k, v in sorted(flagged.items()))}" if flagged else ""))
+    lat = rep["latency"]
+    p50 = f"{lat['p50_s']:.2f}s" if lat.get("p50_s") is not None else "-"
+    p99 = f"{lat['p99_s']:.2f}s" if lat.get("p99_s") is not None else "-"
+    print(f"this session: {rep['requests']} requests, {rep['retries']} retries, {rep['rows_per_s']:.1f} rows/s, "
+          f"{rep['output_tokens_per_s']:.0f} output tokens/s, latency p50 {p50} p99 {p99}, {rep['wall_s']:.1f}s")
+    if rep.get("cost_usd") is not None:
+        print(f"estimated cost: ${rep['cost_usd']:.2f}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

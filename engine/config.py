@@ -1,0 +1,430 @@
+"""Job configuration: YAML → validated, frozen objects (L1).
+
+Unknown keys are errors; every error is a one-line :class:`ConfigError` naming the key and the fix.
+``--set a.b=value`` overrides are applied to the raw mapping before validation (values are YAML scalars,
+``endpoints.0.url=...`` indexes a list).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+VARIANTS = ("distilabel", "contextualai", "length-preserving")
+SECRET_KEY_RE = re.compile(r"(^|_)(api_?key|key|secret|password|authorization|token)$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: only true/false are booleans (``progress: off`` stays the string
+    "off", ``stop: [no]`` stays "no"), dates stay strings, and a duplicate key is an error (PyYAML
+    silently keeps the last one)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+
+
+@dataclass(frozen=True)
+class ColumnsConfig:
+    task: str = "prompt"
+    student_solution: str = "rejected[1].content"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    path: str | None = None
+    dataset: str | None = None
+    name: str | None = None  # dataset configuration name (hub inputs)
+    split: str = "train"
+    revision: str | None = None  # hub dataset revision (git ref)
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    id_column: str | None = None
+    limit: int | None = None
+    batch_rows: int = 1024
+
+    def check(self) -> None:
+        if (self.path is None) == (self.dataset is None):
+            raise ConfigError("input: give exactly one of input.path (local files) or input.dataset (hub dataset)")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError("input.limit must be >= 0 (or null for all rows)")
+        if not 1 <= self.batch_rows <= 1_000_000:
+            raise ConfigError("input.batch_rows must be between 1 and 1000000")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    variant: str = "distilabel"
+    template_file: str | None = None
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"prompt.variant {self.variant!r} is unknown; use one of: {', '.join(VARIANTS)}")
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    url: str = ""
+    model: str = ""
+    api_key_env: str | None = None
+    max_concurrency: int = 64
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    weight: float = 1.0
+    adaptive: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+
+    def check(self, where: str) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url must be an http(s) URL ending in /v1, e.g. http://127.0.0.1:8000/v1")
+        if not self.model:
+            raise ConfigError(f"{where}.model is required (the model name the endpoint serves)")
+        if self.max_concurrency < 1:
+            raise ConfigError(f"{where}.max_concurrency must be >= 1")
+        for k in ("requests_per_minute", "tokens_per_minute"):
+            v = getattr(self, k)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{where}.{k} must be > 0 (or null for no limit)")
+        if self.weight <= 0:
+            raise ConfigError(f"{where}.weight must be > 0")
+        if self.api_key_env is not None and not _ENV_NAME_RE.fullmatch(self.api_key_env):
+            raise ConfigError(f"{where}.api_key_env must be the NAME of an environment variable, not the key itself")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/demo"
+    rows_per_shard: int = 10000
+    keep_input_columns: bool = True
+
+    def check(self) -> None:
+        if not 1 <= self.rows_per_shard <= 10_000_000:
+            raise ConfigError("output.rows_per_shard must be between 1 and 10000000")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 8
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    max_total_s: float = 1800.0
+
+    def check(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("retry.max_attempts must be >= 1 (1 = no retries)")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_total_s < 0:
+            raise ConfigError("retry delays must be >= 0")
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    connect_s: float = 10.0
+    request_s: float = 600.0  # total per request, sized for long generations
+
+    def check(self) -> None:
+        if self.connect_s <= 0 or self.request_s <= 0:
+            raise ConfigError("timeouts.connect_s and timeouts.request_s must be > 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    grace_period_s: float = 10.0  # on Ctrl-C/SIGTERM, how long in-flight requests may finish
+    fsync_interval_ms: float = 50.0  # journal group-commit interval
+    allow_mixed_models: bool = False
+    breaker_failures: int = 20  # consecutive endpoint failures that open its circuit breaker
+    breaker_open_s: float = 10.0
+    progress: str = "auto"  # auto | rich | plain | off
+    progress_interval_s: float = 10.0  # plain progress line period
+
+    def check(self) -> None:
+        if self.grace_period_s < 0:
+            raise ConfigError("run.grace_period_s must be >= 0")
+        if not 1 <= self.fsync_interval_ms <= 100:
+            raise ConfigError("run.fsync_interval_ms must be between 1 and 100")
+        if self.progress not in ("auto", "rich", "plain", "off"):
+            raise ConfigError("run.progress must be one of: auto, rich, plain, off")
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    input_per_million: float | None = None
+    output_per_million: float | None = None
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    endpoints: tuple[EndpointConfig, ...] = ()
+    generation: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 4096})
+    output: OutputConfig = field(default_factory=OutputConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
+    #: directory the config file lives in; relative paths in the config are resolved against it
+    base_dir: str = "."
+
+    def check(self) -> None:
+        self.input.check()
+        self.prompt.check()
+        if not self.endpoints:
+            raise ConfigError("endpoints: at least one endpoint is required (url + model)")
+        for i, ep in enumerate(self.endpoints):
+            ep.check(f"endpoints[{i}]")
+        models = {ep.model for ep in self.endpoints}
+        if len(models) > 1 and not self.run.allow_mixed_models:
+            raise ConfigError(
+                f"endpoints serve different models ({', '.join(sorted(models))}); "
+                "set run.allow_mixed_models: true if that is intended"
+            )
+        labels = [ep.label for ep in self.endpoints]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("endpoints: two endpoints have the same url/name; give each a distinct name")
+        gen = self.generation
+        if "messages" in gen or "model" in gen or "stream" in gen:
+            raise ConfigError("generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
+        mt = gen.get("max_tokens")
+        if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
+            raise ConfigError("generation.max_tokens must be a positive integer")
+        t = gen.get("temperature")
+        if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
+            raise ConfigError("generation.temperature must be a number >= 0")
+        self.output.check()
+        self.retry.check()
+        self.timeouts.check()
+        self.run.check()
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.generation.get("max_tokens") or 4096)
+
+    def resolve(self, p: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.resolve(self.output.dir)
+
+    def to_dict(self, redact: bool = True) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("base_dir", None)
+        d["endpoints"] = [dict(e) for e in d["endpoints"]]
+        return redact_secrets(d) if redact else d
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a mapping"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:  # tuple[X, ...]
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list")
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping (key: value)")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping (key: value), got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}; known keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``a.b.0.c=value`` → (["a","b","0","c"], yaml-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set output.dir=runs/x")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    parts = key.split(".")
+    if any(not p.strip() for p in parts):
+        raise ConfigError(f"--set {item!r}: empty part in key {key!r}; use dots between names, e.g. input.limit")
+    try:
+        value = _yaml_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        parts, value = parse_set(item)
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt_is_index = parts[i + 1].isdigit()
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) > len(node):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not an existing list index")
+                if int(part) == len(node):  # one past the end: a new item (e.g. endpoints.1.url=...)
+                    node.append([] if nxt_is_index else {})
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i])} is not a mapping")
+            if node.get(part) is None:
+                node[part] = [] if nxt_is_index else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) > len(node):
+                raise ConfigError(f"--set {item!r}: {last} is not a valid list index")
+            if int(last) == len(node):
+                node.append(value)
+            else:
+                node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"--set {item!r}: cannot set a key inside a {type(node).__name__}")
+    return raw
+
+
+def from_dict(raw: dict[str, Any], base_dir: str = ".") -> JobConfig:
+    cfg = _build(JobConfig, raw, "")
+    cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
+    cfg.check()
+    return cfg
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist; pass the path of a YAML job config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read ({e.strerror}); check its permissions") from None
+    try:
+        raw = _yaml_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{at}; fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level (input:, endpoints:, ...)")
+    return raw
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> JobConfig:
+    """Read a YAML job config, apply ``--set`` overrides, validate. Relative paths in it are taken
+    relative to the current directory (like the CLI user expects)."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return from_dict(raw, base_dir=".")
+
+
+def redact_secrets(obj: Any, key: str = "") -> Any:
+    """Replace values of secret-looking keys and of every header with "***"."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            lk = str(k).lower()
+            if lk == "headers" and isinstance(v, dict):
+                out[k] = {hk: "***" for hk in v}
+            elif SECRET_KEY_RE.search(lk) and v is not None:
+                out[k] = "***"
+            else:
+                out[k] = redact_secrets(v, lk)
+        return out
+    if isinstance(obj, list | tuple):
+        return [redact_secrets(v, key) for v in obj]
+    return obj

@@ -1,0 +1,381 @@
+"""Fan requests out to endpoints: bounded in-flight, per-endpoint limits, retries, routing (L3).
+
+One dispatcher task per endpoint takes permits in this order: a concurrency slot (adaptive limit),
+the circuit breaker, a requests/min permit, then the next work item (retries first), then tokens/min.
+Only then is a request task started. Routing is work-stealing: an endpoint pulls work only when it has
+free capacity, so a slow replica pulls less and a dead one (breaker open) pulls nothing.
+
+Retries happen as errors occur: a failed attempt is put back on the shared queue after its backoff
+(any endpoint may take it). A row leaves the pool exactly once, through ``on_done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from .adaptive import AdaptiveController
+from .breaker import CircuitBreaker
+from .client import Client
+from .errors import EndpointError, HTTPStatusError, StartupError, TransportError
+from .limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
+from .metrics import EndpointCounters
+from .retry import RetryPolicy
+from .types import Completion, WorkItem
+
+log = logging.getLogger("clair")
+
+#: statuses that mean this endpoint cannot serve us at all (bad key, wrong URL or model)
+FATAL_STATUSES = frozenset({401, 403, 404})
+_NEW, _RETRY, _END = 1, 0, 2
+
+OnDone = Callable[[WorkItem, Completion | None, EndpointError | None, "Endpoint"], None]
+
+
+class Endpoint:
+    """One endpoint's limits and state. ``name`` is safe to log (never a key)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        url: str,
+        model: str,
+        headers: dict[str, str],
+        generation: dict[str, Any],
+        max_concurrency: int,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        weight: float = 1.0,
+        adaptive: bool = True,
+        breaker_failures: int = 20,
+        breaker_open_s: float = 10.0,
+        expected_completion_tokens: int = 1000,
+    ):
+        self.name, self.url, self.model = name, url.rstrip("/"), model
+        self.headers = {"Content-Type": "application/json", **headers}
+        self.generation = generation
+        cap = max(1, round(max_concurrency * weight)) if weight != 1.0 else max_concurrency
+        self.max_concurrency = cap
+        self.controller = (
+            AdaptiveController(cap, user_rpm=rpm, user_tpm=tpm) if adaptive else None
+        )
+        start = self.controller.concurrency if self.controller else cap
+        self.gate = ConcurrencyGate(start)
+        self.rpm = RequestRateLimiter(self.controller.rpm if self.controller else rpm)
+        eff_tpm = self.controller.tpm if self.controller else tpm
+        self.tpm = _tpm_bucket(eff_tpm)
+        self.breaker = CircuitBreaker(failure_threshold=breaker_failures, open_s=breaker_open_s)
+        self.breaker_changed = asyncio.Event()
+        self.disabled: str | None = None
+        self.counters = EndpointCounters()
+        self.in_flight = 0
+        self.expected_completion = expected_completion_tokens
+        self._prefix = orjson.dumps({"model": model, **generation})[:-1] + b',"messages":'
+
+    def body(self, item: WorkItem) -> bytes:
+        return self._prefix + orjson.dumps(item.messages) + b"}"
+
+    def cost(self, item: WorkItem) -> float:
+        return float(item.prompt_tokens_est + self.expected_completion)
+
+    def apply_controller(self) -> None:
+        c = self.controller
+        if c is None:
+            return
+        if c.concurrency != self.gate.limit:
+            self.gate.limit = c.concurrency
+        if c.rpm != self.rpm.rpm:
+            self.rpm.set_rpm(c.rpm)
+        tpm = c.tpm
+        if tpm is None:
+            self.tpm = None
+        elif self.tpm is None:
+            self.tpm = _tpm_bucket(tpm)
+        elif abs(self.tpm.rate_per_s * 60 - tpm) > 1e-6:
+            self.tpm.set_rate(tpm / 60.0, _tpm_capacity(tpm))
+
+    def state(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "name": self.name,
+            "model": self.model,
+            "state": "disabled" if self.disabled else self.breaker.state,
+            "disabled_reason": self.disabled,
+            "concurrency_limit": self.gate.limit,
+            "in_flight": self.in_flight,
+            "rpm_limit": self.rpm.rpm,
+            "requests": c.requests,
+            "ok": c.ok,
+            "retries": c.retries,
+            "rate_limited": c.rate_limited,
+            "errors": dict(c.errors),
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "latency": c.latency.summary(),
+            "breaker_opened": self.breaker.opened_count,
+        }
+
+
+def _tpm_capacity(tpm: float) -> float:
+    return max(tpm / 60.0 * 5.0, 1.0)  # five seconds' worth of tokens
+
+
+def _tpm_bucket(tpm: float | None) -> TokenBucket | None:
+    return TokenBucket(tpm / 60.0, _tpm_capacity(tpm)) if tpm else None
+
+
+class Pool:
+    """The worker pool. ``submit`` rows, then ``finish_input``; ``run`` returns when all are done."""
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        client: Client,
+        policy: RetryPolicy,
+        on_done: OnDone,
+        *,
+        seed: int | None = None,
+    ):
+        self.endpoints = endpoints
+        self.client = client
+        self.policy = policy
+        self.on_done = on_done
+        self.rng = random.Random(seed)
+        self.queue: asyncio.PriorityQueue[tuple[int, int, WorkItem | None]] = asyncio.PriorityQueue()
+        self._seq = itertools.count()
+        self.outstanding = 0
+        self.input_done = False
+        self.stopping = False
+        self.fatal: BaseException | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.timers: set[asyncio.TimerHandle] = set()
+        self.paused = False
+        self._live = 0
+        self._ended = False
+        self.stopped = asyncio.Event()
+
+    # -- feeding
+
+    def submit(self, item: WorkItem) -> None:
+        self.outstanding += 1
+        self.queue.put_nowait((_NEW, next(self._seq), item))
+
+    def finish_input(self) -> None:
+        self.input_done = True
+        self._maybe_end()
+
+    def stop(self, error: BaseException | None = None) -> None:
+        """Stop taking work (Ctrl-C, fatal error). In-flight requests are left to the caller."""
+        if error is not None and self.fatal is None:
+            self.fatal = error
+        if self.stopping:
+            return
+        self.stopping = True
+        for h in self.timers:
+            h.cancel()
+        self.timers.clear()
+        self._end_loops(priority=-1)
+        self.stopped.set()
+
+    def _maybe_end(self) -> None:
+        if self.input_done and self.outstanding == 0:
+            self._end_loops(priority=_END)
+
+    def _end_loops(self, priority: int) -> None:
+        if self._ended and priority >= 0:
+            return
+        self._ended = True
+        for _ in range(self._live + 1):
+            self.queue.put_nowait((priority, next(self._seq), None))
+
+    @property
+    def in_flight(self) -> int:
+        return sum(ep.in_flight for ep in self.endpoints)
+
+    # -- running
+
+    async def run(self) -> None:
+        live = [ep for ep in self.endpoints if not ep.disabled]
+        self._live = len(live)
+        if self.input_done and self.outstanding == 0:
+            return
+        loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for t in loops:
+                t.cancel()
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to ``grace_s`` for in-flight requests, then cancel the rest. Returns rows cancelled."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=grace_s)
+        left = [t for t in self.tasks if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+    async def _loop(self, ep: Endpoint) -> None:
+        try:
+            while not self.stopping:
+                await ep.gate.acquire()
+                try:
+                    await self._wait_healthy(ep)
+                    if ep.disabled or self.stopping:
+                        ep.gate.release()
+                        break
+                    await ep.rpm.acquire()
+                    _, _, item = await self.queue.get()
+                except BaseException:
+                    ep.breaker.release()
+                    ep.gate.release()
+                    raise
+                if item is None:
+                    ep.breaker.release()
+                    ep.gate.release()
+                    break
+                if ep.tpm is not None:
+                    try:
+                        await ep.tpm.acquire(ep.cost(item))
+                    except BaseException:
+                        ep.breaker.release()
+                        ep.gate.release()
+                        self._requeue(item)
+                        raise
+                task = asyncio.create_task(self._attempt(ep, item))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        finally:
+            self._live -= 1
+
+    async def _wait_healthy(self, ep: Endpoint) -> None:
+        while not ep.disabled and not self.stopping and not ep.breaker.allow():
+            if not self.paused and all(e.disabled or e.breaker.state != "closed" for e in self.endpoints):
+                self.paused = True
+                log.warning("every endpoint is failing (circuit breakers open); pausing until one recovers")
+            ep.breaker_changed.clear()
+            wait = ep.breaker.time_until_probe()
+            try:
+                await asyncio.wait_for(ep.breaker_changed.wait(), timeout=wait if wait > 0 else None)
+            except TimeoutError:
+                pass
+        if self.paused and ep.breaker.state != "open":
+            self.paused = False
+            log.warning("endpoint %s is answering again; resuming", ep.name)
+
+    async def _attempt(self, ep: Endpoint, item: WorkItem) -> None:
+        loop = asyncio.get_running_loop()
+        item.attempts += 1
+        if item.first_sent is None:
+            item.first_sent = loop.time()
+        ep.in_flight += 1
+        ep.counters.requests += 1
+        if ep.controller is not None:
+            ep.controller.on_send()
+        comp: Completion | None = None
+        err: EndpointError | None = None
+        try:
+            try:
+                comp = await self.client.complete(ep.url, ep.headers, ep.body(item))
+            except EndpointError as e:
+                err = e
+            except asyncio.CancelledError:
+                ep.breaker.release()
+                raise
+            finally:
+                ep.in_flight -= 1
+            if comp is not None:
+                self._on_success(ep, item, comp)
+            else:
+                assert err is not None
+                self._on_error(ep, item, err, loop.time() - item.first_sent)
+        except Exception as e:  # a bug or a storage error in on_done: stop the run, keep state
+            self.stop(e)
+        finally:
+            ep.gate.release()
+
+    def _on_success(self, ep: Endpoint, item: WorkItem, comp: Completion) -> None:
+        c = ep.counters
+        c.ok += 1
+        c.latency.record(comp.latency_s)
+        pt, ct = comp.prompt_tokens or 0, comp.completion_tokens or 0
+        c.prompt_tokens += pt
+        c.completion_tokens += ct
+        if ct:
+            ep.expected_completion = int(0.9 * ep.expected_completion + 0.1 * ct)
+        if ep.tpm is not None and (pt or ct):
+            ep.tpm.refund(ep.cost(item) - (pt + ct))
+        ep.breaker.record_success()
+        ep.breaker_changed.set()
+        if ep.controller is not None:
+            ep.controller.on_success(comp.latency_s, comp.rate_headers)
+            ep.apply_controller()
+        self._finish(item, comp, None, ep)
+
+    def _on_error(self, ep: Endpoint, item: WorkItem, err: EndpointError, elapsed: float) -> None:
+        c = ep.counters
+        c.errors[err.kind] += 1
+        status = err.status if isinstance(err, HTTPStatusError) else None
+        if status in (429, 503):
+            c.rate_limited += status == 429
+            if ep.controller is not None:
+                ep.controller.on_congestion(err.headers, latency_s=err.latency_s)
+                ep.apply_controller()
+        if isinstance(err, TransportError) or (status is not None and status >= 500 and status != 503):
+            ep.breaker.record_failure()  # the endpoint itself is failing
+        else:
+            ep.breaker.release()  # 429 / 4xx / malformed: says nothing about the endpoint's health
+        ep.breaker_changed.set()
+        if status in FATAL_STATUSES:
+            self._disable(ep, item, err)
+            return
+        item.last_error = f"{err.kind}: {err}"
+        delay = self.policy.next_delay(err, item.attempts, elapsed, self.rng)
+        if delay is None or self.stopping:
+            if self.stopping and delay is not None:
+                return  # not final: the row is requested again on resume
+            self._finish(item, None, err, ep)
+            return
+        c.retries += 1
+        self._schedule_retry(item, delay)
+
+    def _disable(self, ep: Endpoint, item: WorkItem, err: EndpointError) -> None:
+        if ep.disabled is None:
+            ep.disabled = f"{err}"
+            log.error("endpoint %s disabled: %s", ep.name, err)
+            ep.breaker_changed.set()
+        item.attempts -= 1  # not the row's fault
+        if all(e.disabled for e in self.endpoints):
+            hint = "check the API key env var, the URL and the model name"
+            self.stop(StartupError(f"every endpoint refused the requests (last: {ep.name}: {err}); {hint}"))
+            return
+        self._requeue(item)
+
+    def _schedule_retry(self, item: WorkItem, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self.timers.discard(handle)  # type: ignore[arg-type]
+            self._requeue(item)
+
+        handle = loop.call_later(delay, fire)
+        self.timers.add(handle)
+
+    def _requeue(self, item: WorkItem) -> None:
+        if not self.stopping:
+            self.queue.put_nowait((_RETRY, next(self._seq), item))
+
+    def _finish(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> None:
+        self.on_done(item, comp, err, ep)
+        self.outstanding -= 1
+        self._maybe_end()

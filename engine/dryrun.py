@@ -1,0 +1,326 @@
+"""``clair run --dry-run``: what a job would cost and how long it would take, without sending anything (L4).
+
+Reads the input (streamed batch by batch, after ``input.limit``), renders every prompt, counts prompt
+tokens, and combines that with the configured limits. It never creates an HTTP session, never touches
+the run directory, and counts ALL input rows: rows an existing run directory already holds are not
+subtracted (a real run would skip them).
+
+Token counting: ``tiktoken`` when it is installed and its encoding loads within a few seconds (it
+downloads its BPE file on first use); otherwise — or with ``CLAIR_TOKENIZER=estimate`` — the engine's own
+estimate (~4 characters per token plus ~4 tokens per message, what the TPM limiter charges). Either way
+the output says which counter was used.
+
+Assumptions (printed with the figures):
+
+* completion tokens per request = ``min(generation.max_tokens, 700)`` (CLAIR.md: a revision with its
+  reasoning is ~700 tokens, 170-1,000);
+* one call takes ``latency_s`` seconds (default 30 s, a GPT-4-class endpoint);
+* per endpoint, requests/s = min(effective concurrency / latency, requests_per_minute / 60,
+  tokens_per_minute / 60 / (mean prompt tokens + expected completion tokens)); endpoints add up
+  (dispatch is work-stealing). Retries, 429s and the adaptive controller's slow start only add time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import EndpointConfig, JobConfig
+from .errors import ConfigError, RunStateError
+from .prompts import estimate_tokens, render
+from .runner import cost_usd, load_prompt, open_source
+from .runstate import read_manifest
+from .types import Message
+
+__all__ = [
+    "DEFAULT_LATENCY_S",
+    "TYPICAL_COMPLETION_TOKENS",
+    "DryRunEstimate",
+    "EndpointEstimate",
+    "TokenCounter",
+    "dry_run",
+    "endpoint_throughput",
+    "estimate",
+    "format_estimate",
+    "make_counter",
+]
+
+#: assumed seconds per call (CLAIR.md: ~30 s with a GPT-4-class endpoint)
+DEFAULT_LATENCY_S = 30.0
+#: assumed completion tokens per call, capped by generation.max_tokens (CLAIR.md: ~700)
+TYPICAL_COMPLETION_TOKENS = 700
+#: how long loading tiktoken's encoding may take before the estimate is used instead
+TOKENIZER_TIMEOUT_S = 10.0
+#: tiktoken encoding for models it does not know (CLAIR.md's sizes use the GPT-4 tokenizer)
+FALLBACK_ENCODING = "cl100k_base"
+
+ESTIMATE = "estimate (~4 characters per token + 4 per message)"
+
+
+# ---------------------------------------------------------------------------- token counting
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts the prompt tokens of a batch of rendered requests."""
+
+    name: str
+    count: Callable[[list[list[Message]]], list[int]]
+    note: str | None = None  # why the fallback is used, when it is
+
+
+def _estimate_counter(note: str | None = None) -> TokenCounter:
+    return TokenCounter(ESTIMATE, lambda batch: [estimate_tokens(m) for m in batch], note)
+
+
+def _load_encoding(model: str | None) -> tuple[Any, str]:
+    import tiktoken
+
+    if model:
+        try:
+            return tiktoken.encoding_for_model(model), f"tiktoken, {model}'s encoding"
+        except KeyError:
+            pass
+    enc = tiktoken.get_encoding(FALLBACK_ENCODING)
+    return enc, f"tiktoken {FALLBACK_ENCODING} (GPT-4's encoding; approximate for {model or 'this model'})"
+
+
+def make_counter(model: str | None = None, *, timeout_s: float = TOKENIZER_TIMEOUT_S) -> TokenCounter:
+    """tiktoken when it loads within ``timeout_s`` (and CLAIR_TOKENIZER is not ``estimate``), else the estimate."""
+    choice = os.environ.get("CLAIR_TOKENIZER", "").strip().lower()
+    if choice == "estimate":
+        return _estimate_counter("CLAIR_TOKENIZER=estimate")
+    if choice not in ("", "tiktoken", "auto"):
+        raise ConfigError(f"CLAIR_TOKENIZER={choice!r} is unknown; use estimate or tiktoken (or leave it unset)")
+    box: dict[str, Any] = {}
+
+    def load() -> None:  # in a daemon thread: a stuck download never blocks the exit
+        try:
+            box["enc"] = _load_encoding(model)
+        except BaseException as e:  # noqa: BLE001 - any failure means "use the estimate"
+            box["error"] = e
+
+    t = threading.Thread(target=load, name="clair-tiktoken", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if "enc" not in box:
+        err = box.get("error")
+        if isinstance(err, ImportError):
+            why = "tiktoken is not installed (pip install 'clair-engine[tokenizers]')"
+        elif err is not None:
+            why = f"tiktoken failed to load ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+        else:
+            why = f"tiktoken did not load within {timeout_s:g}s (it downloads its encoding on first use)"
+        return _estimate_counter(why)
+    enc, name = box["enc"]
+
+    def count(batch: list[list[Message]]) -> list[int]:
+        texts = [m.get("content") or "" for msgs in batch for m in msgs]
+        lens = [len(x) for x in enc.encode_ordinary_batch(texts)] if texts else []
+        out, k = [], 0
+        for msgs in batch:  # same framing as estimate_tokens: 3 for the reply, 4 per message
+            out.append(3 + sum(4 + lens[k + j] for j in range(len(msgs))))
+            k += len(msgs)
+        return out
+
+    return TokenCounter(name, count)
+
+
+# ---------------------------------------------------------------------------- the estimate
+
+
+@dataclass(frozen=True)
+class EndpointEstimate:
+    name: str
+    model: str
+    concurrency: int  # effective in-flight cap (max_concurrency × weight, as dispatch uses it)
+    concurrency_rps: float  # concurrency / latency
+    rpm_rps: float | None  # requests_per_minute / 60
+    tpm_rps: float | None  # tokens_per_minute / 60 / tokens per request
+    rps: float  # the smallest of the three
+    bound: str  # which one: "max_concurrency" | "requests_per_minute" | "tokens_per_minute"
+
+
+@dataclass
+class DryRunEstimate:
+    rows: int  # input rows (after input.limit)
+    requests: int  # rows that would be sent (task and student_solution non-empty)
+    invalid_rows: int  # recorded as invalid_input without a request
+    prompt_tokens: int
+    prompt_tokens_min: int | None
+    prompt_tokens_max: int | None
+    completion_tokens_per_request: int  # an assumption
+    completion_tokens: int
+    token_counter: str
+    token_counter_note: str | None
+    latency_s: float  # an assumption
+    endpoints: list[EndpointEstimate]
+    requests_per_s: float
+    duration_s: float
+    cost_usd: float | None
+    input_cost_usd: float | None
+    output_cost_usd: float | None
+    max_tokens: int
+    prompt: str
+    run_dir: str
+    rows_in_run_dir: int | None = None  # rows an existing run directory reports done (not subtracted)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_tokens_mean(self) -> float:
+        return self.prompt_tokens / self.requests if self.requests else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["prompt_tokens_mean"] = self.prompt_tokens_mean
+        return d
+
+
+def endpoint_throughput(ep: EndpointConfig, *, latency_s: float, tokens_per_request: float,
+                        index: int = 0) -> EndpointEstimate:
+    """Requests/s one endpoint sustains under its limits (the smallest bound wins)."""
+    if latency_s <= 0:
+        raise ConfigError("the assumed latency must be > 0 seconds")
+    conc = max(1, round(ep.max_concurrency * ep.weight)) if ep.weight != 1.0 else ep.max_concurrency
+    bounds: dict[str, float] = {"max_concurrency": conc / latency_s}
+    rpm = ep.requests_per_minute / 60.0 if ep.requests_per_minute else None
+    tpm = ep.tokens_per_minute / 60.0 / tokens_per_request if ep.tokens_per_minute and tokens_per_request > 0 else None
+    if rpm is not None:
+        bounds["requests_per_minute"] = rpm
+    if tpm is not None:
+        bounds["tokens_per_minute"] = tpm
+    bound = min(bounds, key=lambda k: bounds[k])
+    return EndpointEstimate(ep.name or f"endpoint{index}", ep.model, conc, bounds["max_concurrency"], rpm, tpm,
+                            bounds[bound], bound)
+
+
+def _rows_in_run_dir(cfg: JobConfig) -> int | None:
+    try:
+        m = read_manifest(cfg.run_dir) if cfg.run_dir.is_dir() else None
+    except (RunStateError, OSError):
+        return None
+    counts = (m or {}).get("counts") or {}
+    if not counts:
+        return None
+    return int(counts.get("data", 0)) + int(counts.get("failed", 0))
+
+
+def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion_tokens: int | None = None,
+             counter: TokenCounter | None = None) -> DryRunEstimate:
+    """The dry-run figures for ``cfg``: streams the input and renders every prompt; sends nothing.
+
+    Raises the engine's UserErrors (ConfigError, InputError, TemplateError) for a bad config or input.
+    """
+    if latency_s <= 0:
+        raise ConfigError("the assumed latency must be > 0 seconds")
+    template = load_prompt(cfg)
+    # the dry run needs only task and student_solution: do not build the kept-columns dicts
+    lean = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, keep_input_columns=False))
+    source = open_source(lean)
+    if counter is None:
+        counter = make_counter(cfg.endpoints[0].model if cfg.endpoints else None)
+    rows = requests = total = 0
+    lo: int | None = None
+    hi: int | None = None
+    notes: list[str] = []
+    for prepared in source.batches():
+        rows += len(prepared.row_ids)
+        batch = [render(template, t, s) for t, s in zip(prepared.tasks, prepared.solutions, strict=True) if t and s]
+        if not batch:
+            continue
+        try:
+            counts = counter.count(batch)
+        except Exception as e:  # noqa: BLE001 - a tokenizer failure must not stop the dry run
+            notes.append(f"{counter.name} failed ({type(e).__name__}); the estimate counted from row {rows - len(prepared.row_ids)} on")
+            counter = _estimate_counter(counter.note)
+            counts = counter.count(batch)
+        requests += len(batch)
+        total += sum(counts)
+        lo = min(counts) if lo is None else min(lo, min(counts))
+        hi = max(counts) if hi is None else max(hi, max(counts))
+    per = completion_tokens if completion_tokens is not None else min(cfg.max_tokens, TYPICAL_COMPLETION_TOKENS)
+    completion = requests * per
+    tokens_per_request = (total / requests if requests else 0.0) + per
+    eps = [endpoint_throughput(ep, latency_s=latency_s, tokens_per_request=tokens_per_request, index=i)
+           for i, ep in enumerate(cfg.endpoints)]
+    rps = sum(e.rps for e in eps)
+    duration = requests / rps if requests and rps > 0 else 0.0
+    p = cfg.pricing
+    priced = p.input_per_million is not None or p.output_per_million is not None
+    return DryRunEstimate(
+        rows=rows, requests=requests, invalid_rows=rows - requests,
+        prompt_tokens=total, prompt_tokens_min=lo, prompt_tokens_max=hi,
+        completion_tokens_per_request=per, completion_tokens=completion,
+        token_counter=counter.name, token_counter_note=counter.note,
+        latency_s=latency_s, endpoints=eps, requests_per_s=rps, duration_s=duration,
+        cost_usd=cost_usd(cfg, total, completion),
+        input_cost_usd=total * (p.input_per_million or 0) / 1e6 if priced else None,
+        output_cost_usd=completion * (p.output_per_million or 0) / 1e6 if priced else None,
+        max_tokens=cfg.max_tokens,
+        prompt=f"file {cfg.prompt.template_file}" if cfg.prompt.template_file else f"variant {cfg.prompt.variant}",
+        run_dir=str(cfg.run_dir), rows_in_run_dir=_rows_in_run_dir(cfg), notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def format_duration(s: float) -> str:
+    s = round(s)
+    if s < 60:
+        return f"{s}s"
+    d, rem = divmod(s, 86400)
+    h, rem = divmod(rem, 3600)
+    m, sec = divmod(rem, 60)
+    if d:
+        return f"{d}d {h}h {m}m"
+    if h:
+        return f"{h}h {m}m"
+    return f"{m}m {sec}s"
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}/s"
+
+
+def format_estimate(e: DryRunEstimate) -> str:
+    lines = ["dry run: nothing was sent (no HTTP session was opened; the run directory was not touched)"]
+    lines.append(f"input: {e.rows:,} rows (all input rows after input.limit; rows already done are not subtracted)")
+    if e.rows_in_run_dir:
+        lines.append(f"  note: {e.run_dir} already holds {e.rows_in_run_dir:,} finished rows; a real run skips them")
+    inv = f" ({e.invalid_rows:,} with an empty task or student_solution: recorded as invalid_input, not sent)" \
+        if e.invalid_rows else ""
+    lines.append(f"requests: {e.requests:,}{inv}")
+    rng = f", mean {e.prompt_tokens_mean:,.0f}, min {e.prompt_tokens_min:,}, max {e.prompt_tokens_max:,}" \
+        if e.requests else ""
+    lines.append(f"prompt tokens: {e.prompt_tokens:,}{rng} ({e.prompt}; counter: {e.token_counter})")
+    if e.token_counter_note:
+        lines.append(f"  counter note: {e.token_counter_note}")
+    lines.extend(f"  note: {n}" for n in e.notes)
+    lines.append(
+        f"completion tokens: {e.completion_tokens:,} expected = {e.requests:,} x {e.completion_tokens_per_request:,} "
+        f"(assumption: min(max_tokens {e.max_tokens:,}, {TYPICAL_COMPLETION_TOKENS}); a CLAIR answer is ~700 tokens)"
+    )
+    if e.cost_usd is None:
+        lines.append("cost: not estimated (set pricing.input_per_million and pricing.output_per_million)")
+    else:
+        lines.append(f"cost: ${e.cost_usd:,.2f} = ${e.input_cost_usd:,.2f} input + ${e.output_cost_usd:,.2f} output "
+                     "(config pricing; completion tokens assumed as above)")
+    lines.append(f"throughput: {e.requests_per_s:,.2f} requests/s (assumption: {e.latency_s:g}s per call)")
+    for ep in e.endpoints:
+        lines.append(f"  {ep.name} ({ep.model}): {ep.rps:,.2f}/s, bound by {ep.bound} "
+                     f"[concurrency {ep.concurrency}/{e.latency_s:g}s = {_rate(ep.concurrency_rps)}, "
+                     f"rpm {_rate(ep.rpm_rps)}, tpm {_rate(ep.tpm_rps)}]")
+    lines.append(f"expected duration: {format_duration(e.duration_s)} "
+                 "(a lower bound: retries, 429s and the adaptive slow start add time)")
+    return "\n".join(lines)
+
+
+def dry_run(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S) -> int:
+    """Print the dry-run figures for ``cfg``; returns the exit code (0)."""
+    print(format_estimate(estimate(cfg, latency_s=latency_s)))
+    return 0

@@ -1,0 +1,211 @@
+"""The journal: every finished row is appended here before it counts as done (L3).
+
+Layout: ``RUN/journal/seg-NNNNN.log``, one record per line::
+
+    <crc32 of payload, 8 hex digits> <orjson payload>\\n
+
+Each record is handed to the OS with one ``os.write`` as soon as the row finishes, so a ``kill -9``
+loses nothing that finished; a committer task ``fsync``s in group commits every ``fsync_interval``
+seconds (power loss loses at most that window). A segment holds ``rows_per_shard`` records; a full
+segment is handed to the sink, which turns it into Parquet shards and deletes it only after the
+shards are renamed into place. A torn tail (half a record, or a record whose checksum does not match)
+is detected on replay and dropped, never parsed into a bad row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import StorageError
+
+SEGMENT_GLOB = "seg-*.log"
+
+
+def segment_path(journal_dir: Path, seg_no: int) -> Path:
+    return journal_dir / f"seg-{seg_no:05d}.log"
+
+
+def segment_number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def list_segments(journal_dir: Path) -> list[Path]:
+    return sorted(journal_dir.glob(SEGMENT_GLOB), key=segment_number) if journal_dir.exists() else []
+
+
+def encode_record(rec: dict[str, Any]) -> bytes:
+    payload = orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS)
+    return b"%08x " % zlib.crc32(payload) + payload + b"\n"
+
+
+def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """All intact records of a segment, and how many torn/corrupt lines were dropped."""
+    records: list[dict[str, Any]] = []
+    dropped = 0
+    for payload in _iter_lines(path):
+        if payload is None:
+            dropped += 1
+            continue
+        records.append(orjson.loads(payload))
+    return records, dropped
+
+
+def iter_segment_chunks(path: Path, chunk: int) -> Iterator[list[dict[str, Any]]]:
+    buf: list[dict[str, Any]] = []
+    for payload in _iter_lines(path):
+        if payload is None:
+            continue
+        buf.append(orjson.loads(payload))
+        if len(buf) >= chunk:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _iter_lines(path: Path) -> Iterator[bytes | None]:
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
+                yield None  # torn tail or garbage
+                continue
+            payload = line[9:-1]
+            try:
+                crc = int(line[:8], 16)
+            except ValueError:
+                yield None
+                continue
+            if zlib.crc32(payload) != crc:
+                yield None
+                continue
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                yield None
+                continue
+            yield payload
+
+
+def storage_error(e: OSError, what: str) -> StorageError:
+    if e.errno == errno.ENOSPC:
+        hint = "the disk is full; free space and run the same command again to resume"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "write permission was lost; fix the permissions and run the same command again to resume"
+    else:
+        hint = "fix the problem and run the same command again to resume"
+    return StorageError(f"cannot write {what} ({e.strerror or e}); {hint}")
+
+
+class Journal:
+    """Append-only, segment-rotating journal with group-commit fsync. Used from the event loop only."""
+
+    def __init__(
+        self,
+        journal_dir: Path,
+        *,
+        first_segment: int,
+        rows_per_segment: int,
+        fsync_interval_s: float = 0.05,
+        on_full: Callable[[Path, int], None] | None = None,
+    ):
+        self.dir = journal_dir
+        self.rows_per_segment = rows_per_segment
+        self.fsync_interval_s = fsync_interval_s
+        self.on_full = on_full
+        self.seg_no = first_segment
+        self.count = 0
+        self.records_total = 0
+        self.bytes_total = 0
+        self._fd: int | None = None
+        self._dirty = False
+        self._closing = False
+        self.error: StorageError | None = None
+
+    def open(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(segment_path(self.dir, self.seg_no), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise storage_error(e, f"the journal in {self.dir}") from None
+        self.count = 0
+
+    def append(self, rec: dict[str, Any]) -> None:
+        """Write one record to the OS now (survives kill -9); fsync follows within the interval."""
+        if self.error is not None:
+            raise self.error
+        if self._fd is None:
+            self.open()
+        data = encode_record(rec)
+        try:
+            n = os.write(self._fd, data)  # type: ignore[arg-type]
+            if n != len(data):  # short write: only on a full disk; the torn tail is dropped on replay
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as e:
+            self.error = storage_error(e, f"the journal in {self.dir}")
+            raise self.error from None
+        self._dirty = True
+        self.count += 1
+        self.records_total += 1
+        self.bytes_total += len(data)
+        if self.count >= self.rows_per_segment:
+            self.rotate()
+
+    def rotate(self) -> None:
+        """Close the current segment (fsynced) and hand it to ``on_full``; open the next one lazily."""
+        fd, path, seg = self._fd, segment_path(self.dir, self.seg_no), self.seg_no
+        if fd is None:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            self.error = storage_error(e, f"the journal in {self.dir}")
+            raise self.error from None
+        finally:
+            os.close(fd)
+        self._fd = None
+        self._dirty = False
+        self.seg_no += 1
+        self.count = 0
+        if self.on_full is not None:
+            self.on_full(path, seg)
+
+    async def commit_loop(self) -> None:
+        """Group commits: fsync what was written, every interval, off the event loop."""
+        while not self._closing:
+            await asyncio.sleep(self.fsync_interval_s)
+            await self.sync()
+
+    async def sync(self) -> None:
+        fd = self._fd
+        if fd is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        except OSError as e:
+            if e.errno == errno.EBADF:  # rotated meanwhile: rotate() fsynced it
+                return
+            self.error = storage_error(e, f"the journal in {self.dir}")
+
+    def close(self) -> None:
+        """fsync and close; the open segment is handed on like a full one when it holds records."""
+        self._closing = True
+        if self._fd is None:
+            return
+        if self.count:
+            self.rotate()
+        else:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            with contextlib.suppress(OSError):
+                segment_path(self.dir, self.seg_no).unlink()
+            self._fd = None

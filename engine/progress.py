@@ -1,0 +1,158 @@
+"""Live progress: a snapshot object built from a running job, formatted by a reporter (L5 helper).
+
+``rich`` on a terminal, plain periodic log lines otherwise (nohup, CI). The runner calls
+``reporter.update(job)`` twice a second; building a snapshot touches only counters.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+
+@dataclass(frozen=True)
+class Progress:
+    rows_done: int
+    rows_total: int | None
+    rows_this_session: int
+    rows_per_s: float
+    output_tokens_per_s: float
+    eta_s: float | None
+    in_flight: int
+    retries: int
+    failures: dict[str, int]
+    flagged: dict[str, int]
+    elapsed_s: float
+    endpoints: list[dict[str, Any]] = field(default_factory=list)
+    paused: bool = False
+
+
+def snapshot(job: Any) -> Progress:
+    c = job.counters
+    elapsed = max(1e-9, time.perf_counter() - job.t0)
+    session = c.rows_finished
+    done = c.rows_done_before + session
+    rate = session / elapsed
+    total = c.rows_total
+    eta = (total - done) / rate if total is not None and rate > 0 and total >= done else None
+    eps = []
+    retries = 0
+    for ep in job.endpoints:
+        retries += ep.counters.retries
+        eps.append({
+            "name": ep.name,
+            "state": "disabled" if ep.disabled else ep.breaker.state,
+            "in_flight": ep.in_flight,
+            "limit": ep.gate.limit,
+            "rate_limited": ep.counters.rate_limited,
+            "requests": ep.counters.requests,
+        })
+    pool = job.pool
+    return Progress(
+        rows_done=done,
+        rows_total=total,
+        rows_this_session=session,
+        rows_per_s=rate,
+        output_tokens_per_s=c.completion_tokens / elapsed,
+        eta_s=eta,
+        in_flight=pool.in_flight if pool is not None else 0,
+        retries=retries,
+        failures=dict(c.rows_failed),
+        flagged=dict(c.rows_flagged),
+        elapsed_s=elapsed,
+        endpoints=eps,
+        paused=bool(pool and pool.paused),
+    )
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+
+
+def format_line(p: Progress) -> str:
+    total = p.rows_total if p.rows_total is not None else "?"
+    pct = f" ({100.0 * p.rows_done / p.rows_total:.1f}%)" if p.rows_total else ""
+    fails = sum(p.failures.values())
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items()))
+    line = (
+        f"rows {p.rows_done}/{total}{pct} | {p.rows_per_s:.1f} rows/s | {p.output_tokens_per_s:.0f} out tok/s"
+        f" | ETA {_dur(p.eta_s)} | in flight {p.in_flight} | retries {p.retries} | failed {fails}"
+        + (f" ({kinds})" if kinds else "")
+    )
+    if len(p.endpoints) > 1 or any(e["rate_limited"] or e["state"] != "closed" for e in p.endpoints):
+        line += " | " + "; ".join(
+            f"{e['name']}: {e['state']} {e['in_flight']}/{e['limit']} 429s {e['rate_limited']}" for e in p.endpoints
+        )
+    if p.paused:
+        line += " | PAUSED: every endpoint is failing"
+    return line
+
+
+class PlainReporter:
+    """One log line every ``interval_s`` seconds (and a last one at close)."""
+
+    def __init__(self, interval_s: float, stream: TextIO | None = None):
+        self.interval_s = interval_s
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+        self._latest: Progress | None = None
+
+    def update(self, job: Any) -> None:
+        now = time.monotonic()
+        self._latest = snapshot(job)
+        if now - self._last >= self.interval_s:
+            self._last = now
+            print(f"clair: {format_line(self._latest)}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._latest is not None:
+            print(f"clair: {format_line(self._latest)}", file=self.stream, flush=True)
+
+
+class RichReporter:
+    """A live panel on a terminal (rich)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(stderr=True)
+        self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+        self.live.start()
+
+    def update(self, job: Any) -> None:
+        from rich.table import Table
+
+        p = snapshot(job)
+        t = Table.grid(padding=(0, 2))
+        total = p.rows_total if p.rows_total is not None else "?"
+        pct = f" ({100.0 * p.rows_done / p.rows_total:.1f}%)" if p.rows_total else ""
+        t.add_row("rows", f"{p.rows_done}/{total}{pct}", "ETA", _dur(p.eta_s))
+        t.add_row("rows/s", f"{p.rows_per_s:.1f}", "out tok/s", f"{p.output_tokens_per_s:.0f}")
+        t.add_row("in flight", str(p.in_flight), "retries", str(p.retries))
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items())) or "0"
+        t.add_row("failed", fails, "flagged", ", ".join(f"{k} {v}" for k, v in p.flagged.items()) or "0")
+        for e in p.endpoints:
+            t.add_row(f"[bold]{e['name']}[/]", e["state"], "in flight/limit", f"{e['in_flight']}/{e['limit']}",
+                      "429s", str(e["rate_limited"]))
+        if p.paused:
+            t.add_row("[red]PAUSED[/]", "every endpoint is failing; waiting for one to recover")
+        self.live.update(t)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def make_reporter(mode: str, interval_s: float) -> PlainReporter | RichReporter | None:
+    if mode == "off":
+        return None
+    if mode == "rich" or (mode == "auto" and sys.stderr.isatty()):
+        return RichReporter()
+    return PlainReporter(interval_s)

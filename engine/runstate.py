@@ -1,0 +1,153 @@
+"""A run directory's own state: manifest, fingerprints and the run lock (L3).
+
+The request fingerprint covers what changes the ANSWER (input identity and mapping, prompt variant and
+template text, model names, generation params); the parser version is kept separately. URLs, keys,
+weights, concurrency and rate limits are deliberately not part of it, and neither is ``input.limit``
+(raising it extends a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import RunStateError
+from .journal import storage_error
+
+MANIFEST = "manifest.json"
+LOCK = "run.lock"
+FORMAT_VERSION = 1
+
+
+def request_fingerprint(
+    input_fp: dict[str, Any], template_text: str, variant: str, models: list[str], generation: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "input": input_fp,
+        "prompt": {"variant": variant, "template_sha256": hashlib.sha256(template_text.encode()).hexdigest()[:16]},
+        "models": sorted(set(models)),
+        "generation": dict(sorted(generation.items())),
+    }
+
+
+def fingerprint_hash(fp: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(fp, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Human words for what differs between two request fingerprints."""
+    names = {
+        "input": "the input (files, dataset or column mapping)",
+        "prompt": "the prompt (variant or template text)",
+        "models": "the model name",
+        "generation": "the generation parameters",
+    }
+    changed = []
+    for key, label in names.items():
+        if old.get(key) != new.get(key):
+            detail = ""
+            if key == "models":
+                detail = f" ({', '.join(old.get(key) or [])} → {', '.join(new.get(key) or [])})"
+            elif key == "prompt" and old[key].get("variant") != new[key].get("variant"):
+                detail = f" ({old[key].get('variant')} → {new[key].get('variant')})"
+            elif key == "generation":
+                diff = sorted(k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k))
+                detail = f" ({', '.join(diff)})"
+            changed.append(label + detail)
+    return "; ".join(changed) or "the request settings"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    p = run_dir / MANIFEST
+    if not p.exists():
+        return None
+    try:
+        return orjson.loads(p.read_bytes())
+    except (orjson.JSONDecodeError, OSError):
+        raise RunStateError(
+            f"{p} is corrupt; move the run directory away or use --new-run to start over"
+        ) from None
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    p = run_dir / MANIFEST
+    tmp = p.with_suffix(".json.tmp")
+    try:
+        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, p)
+    except OSError as e:
+        raise storage_error(e, str(p)) from None
+
+
+class RunLock:
+    """An flock on ``RUN/run.lock`` holding our pid: released by the OS when the process dies, so a
+    stale lock from a dead process is simply taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error(e, str(self.path)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(self.path.parent)
+            who = f" (pid {holder['pid']} on {holder.get('host', '?')})" if holder else ""
+            raise RunStateError(
+                f"another clair run is active on {self.path.parent}{who}; wait for it or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_holder(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return orjson.loads((run_dir / LOCK).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def is_active(run_dir: Path) -> dict[str, Any] | None:
+    """The holder's info when a live process holds the run lock, else None."""
+    p = run_dir / LOCK
+    if not p.exists():
+        return None
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock_holder(run_dir) or {"pid": None}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

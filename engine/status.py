@@ -1,0 +1,99 @@
+"""``clair status RUN_DIR``: what a run directory holds, read from disk only (L4)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import results
+from .errors import RunStateError
+from .journal import list_segments
+from .runstate import is_active, read_manifest
+from .sink import DATA, FAILURES, list_shards
+
+
+def run_status(run_dir: Path, as_json: bool = False) -> int:
+    info = collect_status(run_dir)
+    if as_json:
+        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(format_status(info))
+    return 0
+
+
+def collect_status(run_dir: Path) -> dict[str, Any]:
+    manifest = read_manifest(run_dir) if run_dir.exists() else None
+    if manifest is None:
+        raise RunStateError(f"{run_dir} is not a clair run directory (no manifest.json); check the path")
+    counts = results.count_rows(run_dir)
+    segs = list_segments(run_dir / "journal")
+    journal_rows = 0
+    journal_bytes = 0
+    for s in segs:
+        journal_bytes += s.stat().st_size
+        with s.open("rb") as fh:
+            journal_rows += sum(1 for _ in fh)
+    files = [*list_shards(run_dir, DATA), *list_shards(run_dir, FAILURES), *segs, run_dir / "manifest.json"]
+    last = max((f.stat().st_mtime for f in files if f.exists()), default=None)
+    total = manifest.get("rows_total")
+    done = counts["data"] + counts["failed"] + journal_rows
+    runs = manifest.get("runs", [])
+    last_run = runs[-1] if runs else {}
+    report = last_run.get("report") or {}
+    holder = is_active(run_dir)
+    return {
+        "run_dir": str(run_dir),
+        "active": holder is not None,
+        "active_pid": holder.get("pid") if holder else None,
+        "rows_total": total,
+        "rows_done": done,
+        "rows_revised": counts["data"],
+        "rows_failed": counts["failed"],
+        "failure_kinds": counts["failure_kinds"],
+        "rows_in_journal": journal_rows,
+        "rows_remaining": (total - done) if total is not None else None,
+        "data_shards": len(list_shards(run_dir, DATA)),
+        "failure_shards": len(list_shards(run_dir, FAILURES)),
+        "journal_segments": len(segs),
+        "journal_bytes": journal_bytes,
+        "last_activity": last,
+        "last_run_status": last_run.get("status", "running" if holder else "stopped"),
+        "sessions": len(runs),
+        "fingerprint": manifest.get("fingerprint_hash"),
+        "parser_version": manifest.get("parser_version"),
+        "report": report,
+    }
+
+
+def format_status(i: dict[str, Any]) -> str:
+    total = i["rows_total"] if i["rows_total"] is not None else "?"
+    ago = f"{time.time() - i['last_activity']:.0f}s ago" if i["last_activity"] else "never"
+    lines = [
+        f"run: {i['run_dir']} ({'ACTIVE, pid ' + str(i['active_pid']) if i['active'] else 'not running'})",
+        f"rows: {i['rows_done']} of {total} done, {i['rows_revised']} revised, {i['rows_failed']} failed, "
+        f"{i['rows_remaining'] if i['rows_remaining'] is not None else '?'} remaining",
+    ]
+    if i["failure_kinds"]:
+        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(i["failure_kinds"].items())))
+    lines.append(
+        f"shards: {i['data_shards']} data, {i['failure_shards']} failures; journal: {i['journal_segments']} "
+        f"segment(s), {i['rows_in_journal']} rows, {i['journal_bytes']} bytes"
+    )
+    lines.append(f"last activity: {ago}; sessions: {i['sessions']}; last session: {i['last_run_status']}")
+    r = i.get("report") or {}
+    if r:
+        lat = r.get("latency") or {}
+        p50 = lat.get("p50_s")
+        lines.append(
+            f"last session: {r.get('requests', 0)} requests, {r.get('prompt_tokens', 0)} tokens in, "
+            f"{r.get('completion_tokens', 0)} out, {r.get('rows_per_s', 0)} rows/s, "
+            f"p50 latency {p50:.2f}s" if p50 is not None else
+            f"last session: {r.get('requests', 0)} requests, {r.get('prompt_tokens', 0)} tokens in, "
+            f"{r.get('completion_tokens', 0)} out"
+        )
+        if r.get("cost_usd") is not None:
+            lines.append(f"estimated cost of last session: ${r['cost_usd']:.2f}")
+    return "\n".join(lines)

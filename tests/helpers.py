@@ -1,0 +1,72 @@
+"""Helpers for the tests that run `clair` against the mock (imported as `helpers`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from engine.sample import write_sample
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_input(tmp_path: Path, n: int, name: str = "input.parquet", seed: int = 0) -> Path:
+    p = tmp_path / name
+    write_sample(str(p), n, seed=seed)
+    return p
+
+
+def write_config(tmp_path: Path, url: str, input_path: Path, **sections: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "input": {"path": str(input_path)},
+        "prompt": {"variant": "distilabel"},
+        "endpoints": [{"url": url, "model": "mock-clair", "max_concurrency": 16}],
+        "generation": {"temperature": 0.7, "max_tokens": 4096},
+        "output": {"dir": str(tmp_path / "run"), "rows_per_shard": 500},
+        "retry": {"base_delay_s": 0.05, "max_delay_s": 0.5},
+        "run": {"progress": "off"},
+    }
+    for k, v in sections.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def clair(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=ROOT)
+
+
+def clair_popen(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def read_ids(run_dir: Path) -> tuple[list[Any], list[Any]]:
+    """row_ids in data/ and (current) failures/ — raw, duplicates kept."""
+    from engine.results import current_failures
+
+    data: list[Any] = []
+    for p in sorted((run_dir / "data").glob("*.parquet")):
+        data += pq.read_table(p, columns=["row_id"]).column("row_id").to_pylist()
+    f = current_failures(run_dir, ["row_id"])
+    fails = f.column("row_id").to_pylist() if f is not None else []
+    return data, fails
+
+
+def assert_exactly_once(run_dir: Path, n: int) -> None:
+    data, fails = read_ids(run_dir)
+    assert len(data) == len(set(data)), "duplicate row_id in data/"
+    assert not set(data) & set(fails), "row_id in both data/ and failures/"
+    assert sorted(data + fails) == list(range(n)), "rows missing or extra"

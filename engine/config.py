@@ -21,6 +21,8 @@ import yaml
 
 from .errors import ConfigError
 
+#: CLAIR's reference sampling; user keys add to it, and a key set to null removes it
+DEFAULT_GENERATION: dict[str, Any] = {"temperature": 0.7, "max_tokens": 4096}
 VARIANTS = ("distilabel", "contextualai", "length-preserving")
 SECRET_KEY_RE = re.compile(r"(^|_)(api_?key|key|secret|password|authorization|token)$")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -197,7 +199,7 @@ class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     endpoints: tuple[EndpointConfig, ...] = ()
-    generation: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.7, "max_tokens": 4096})
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
     output: OutputConfig = field(default_factory=OutputConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
@@ -377,7 +379,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def from_dict(raw: dict[str, Any], base_dir: str = ".") -> JobConfig:
     cfg = _build(JobConfig, raw, "")
-    cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
+    # generation keys add to CLAIR's reference sampling; a key set to null is not sent at all
+    gen = {k: v for k, v in {**DEFAULT_GENERATION, **cfg.generation}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, base_dir=str(base_dir), generation=gen)
     cfg.check()
     return cfg
 

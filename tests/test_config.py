@@ -405,7 +405,11 @@ def test_generation_passthrough_of_other_keys() -> None:
            "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
     cfg = from_dict(with_(generation=gen))
     assert cfg.generation == gen
-    assert from_dict(with_(generation=None)).generation == {}
+    # keys add to CLAIR's reference sampling; null removes a key (o-series models reject temperature)
+    assert from_dict(with_(generation=None)).generation == {"temperature": 0.7, "max_tokens": 4096}
+    assert from_dict(with_(generation={"seed": 1})).generation == {"temperature": 0.7, "max_tokens": 4096,
+                                                                     "seed": 1}
+    assert from_dict(with_(generation={"temperature": None})).generation == {"max_tokens": 4096}
 
 
 @pytest.mark.parametrize(
@@ -585,7 +589,7 @@ def test_yaml_12_scalars_in_files(tmp_path: Path) -> None:
     cfg = load_config(p)
     assert cfg.run.progress == "off"
     assert cfg.output.dir == "2024-06-01"
-    assert cfg.generation == {"stop": ["no", "yes"]}
+    assert cfg.generation["stop"] == ["no", "yes"]
     assert cfg.endpoints[0].adaptive is False
 
 

@@ -102,18 +102,19 @@ class PlainReporter:
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
         self._last = 0.0
-        self._latest: Progress | None = None
+        self._job: Any = None
 
     def update(self, job: Any) -> None:
+        self._job = job
         now = time.monotonic()
-        self._latest = snapshot(job)
         if now - self._last >= self.interval_s:
             self._last = now
-            print(f"clair: {format_line(self._latest)}", file=self.stream, flush=True)
+            print(f"clair: {format_line(snapshot(job))}", file=self.stream, flush=True)
 
     def close(self) -> None:
-        if self._latest is not None:
-            print(f"clair: {format_line(self._latest)}", file=self.stream, flush=True)
+        """A last line with the final counts."""
+        if self._job is not None:
+            print(f"clair: {format_line(snapshot(self._job))}", file=self.stream, flush=True)
 
 
 class RichReporter:
@@ -126,10 +127,12 @@ class RichReporter:
         self.console = Console(stderr=True)
         self.live = Live(console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
+        self._job: Any = None
 
     def update(self, job: Any) -> None:
         from rich.table import Table
 
+        self._job = job
         p = snapshot(job)
         t = Table.grid(padding=(0, 2))
         total = p.rows_total if p.rows_total is not None else "?"
@@ -147,6 +150,8 @@ class RichReporter:
         self.live.update(t)
 
     def close(self) -> None:
+        if self._job is not None:
+            self.update(self._job)  # the final counts stay on screen
         self.live.stop()
 
 

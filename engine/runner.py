@@ -196,6 +196,12 @@ class Job:
         except OSError as e:
             raise StorageError(f"cannot create the run directory {run} ({e.strerror}); fix output.dir") from None
         self._lock_or_raise()
+        if manifest is not None and manifest.get("parser_version") != PARSER_VERSION:
+            log.warning(
+                "the rows already in %s were parsed by parser version %s, this is version %s; "
+                "`clair reparse %s` re-parses them from the stored answers without requests",
+                run, manifest.get("parser_version"), PARSER_VERSION, run,
+            )
         self.manifest = manifest or {
             "format_version": FORMAT_VERSION,
             "created": self.started,

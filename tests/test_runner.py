@@ -1,0 +1,152 @@
+"""The runner in-process, with a fake client: bad rows, parse failures, storage errors, progress."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
+
+from engine import cli, load_config, run_job
+from engine.client import FakeClient
+from engine.errors import StorageError
+from engine.mockserver import build_answer, mock_revision
+from engine.mockserver_proc import MockProcess
+from engine.results import current_failures
+from engine.types import Completion
+
+
+def _solution(body: dict[str, Any]) -> str:
+    text = body["messages"][-1]["content"]
+    return text.split("{student_solution}: ", 1)[1].split("\n\n-----------------", 1)[0]
+
+
+def fake(answer=lambda sol: build_answer(sol, 0), finish="stop") -> FakeClient:
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        sol = _solution(body)
+        return Completion(content=answer(sol), finish_reason=finish, model=body["model"],
+                          prompt_tokens=700, completion_tokens=800)
+
+    return FakeClient(handler, models=["mock-clair"])
+
+
+def _write_rows(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
+    p = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), p)
+    return p
+
+
+def test_empty_inputs_and_unparseable_answers_are_recorded_not_dropped(tmp_path: Path) -> None:
+    rows = [{"q": f"question {i}", "a": f"answer number {i} with a teh typo"} for i in range(20)]
+    rows[3]["a"] = ""
+    rows[7]["q"] = None
+    inp = _write_rows(tmp_path, rows)
+    cfg_path = write_config(tmp_path, "http://127.0.0.1:9/v1", inp,
+                            input={"path": str(inp), "columns": {"task": "q", "student_solution": "a"}})
+    cfg = load_config(cfg_path)
+
+    def answer(sol: str) -> str:
+        return "I have no headers at all." if "number 5 " in sol else build_answer(sol, 1)
+
+    rep = run_job(cfg, client=fake(answer))
+    assert rep.status == "completed" and rep.rows_done == 20
+    run = tmp_path / "run"
+    assert_exactly_once(run, 20)
+    f = current_failures(run)
+    kinds = dict(zip(f.column("row_id").to_pylist(), f.column("error_kind").to_pylist(), strict=True))
+    assert kinds == {3: "invalid_input", 7: "invalid_input", 5: "no_marker"}
+    raw = dict(zip(f.column("row_id").to_pylist(), f.column("raw_output").to_pylist(), strict=True))
+    assert raw[5] == "I have no headers at all." and raw[3] is None
+    t = pq.read_table(run / "data")
+    assert all(r == mock_revision(s) for r, s in zip(t.column("revision").to_pylist(),
+                                                     t.column("student_solution").to_pylist(), strict=True))
+
+
+def test_truncated_answers_are_flagged_not_counted_clean(tmp_path: Path) -> None:
+    inp = make_input(tmp_path, 10)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
+    rep = run_job(cfg, client=fake(finish="length"))
+    assert rep.rows_flagged == {"truncated": 10} and rep.rows_ok == 0
+    t = pq.read_table(tmp_path / "run" / "data", columns=["status"])
+    assert set(t.column("status").to_pylist()) == {"truncated"}
+
+
+def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    inp = make_input(tmp_path, 300)
+    cfg_path = write_config(tmp_path, "http://127.0.0.1:9/v1", inp)
+    real_write = os.write
+    journal_writes = {"n": 0}
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if data[:8].isalnum() and data[8:9] == b" " and data.endswith(b"\n"):  # a journal record
+            journal_writes["n"] += 1
+            if journal_writes["n"] > 120:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("engine.journal.os.write", full_disk)
+    monkeypatch.setattr("engine.runner.ChatClient", lambda *a, **k: fake())
+    code = cli.main(["run", str(cfg_path)])
+    err = capsys.readouterr().err
+    assert code == 74
+    assert "the disk is full" in err and "resume with: clair run" in err and "Traceback" not in err
+    data, fails = read_ids(tmp_path / "run")
+    assert 0 < len(data) <= 120 and not fails
+    monkeypatch.setattr("engine.journal.os.write", real_write)
+    assert cli.main(["run", str(cfg_path)]) == 0
+    assert_exactly_once(tmp_path / "run", 300)
+
+
+def test_storage_error_type_names_the_fix() -> None:
+    from engine.journal import storage_error
+
+    e = storage_error(OSError(errno.EACCES, "Permission denied"), "the journal")
+    assert isinstance(e, StorageError) and "write permission was lost" in str(e)
+
+
+def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:
+    inp = make_input(tmp_path, 400)
+    with MockProcess(["--latency-ms", "20"]) as m:
+        cfg = write_config(tmp_path, m.url, inp, run={"progress": "auto", "progress_interval_s": 0.2})
+        r = clair("run", str(cfg))  # stderr is a pipe here, as under nohup or in CI
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("clair: rows ")]
+    assert len(lines) >= 2
+    assert "rows/s" in lines[-1] and "ETA" in lines[-1] and "in flight" in lines[-1] and "400/400" in lines[-1]
+    report = orjson.loads((tmp_path / "run" / "report.json").read_bytes())
+    assert report["rows_done"] == 400 and report["latency"]["p50_s"] > 0
+
+
+def test_dry_run_sends_nothing_the_mock_counts(tmp_path: Path) -> None:
+    inp = make_input(tmp_path, 50)
+    with MockProcess([]) as m:
+        cfg = write_config(tmp_path, m.url, inp)
+        r = clair("run", str(cfg), "--dry-run", env={"CLAIR_TOKENIZER": "estimate"})
+        assert r.returncode == 0, r.stderr
+        assert "requests: 50" in r.stdout
+        s = m.stats()
+        assert s["requests"] == 0 and s["other_requests"] == 0
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("variant", ["contextualai", "length-preserving"])
+def test_other_variants_run_end_to_end(tmp_path: Path, variant: str) -> None:
+    inp = make_input(tmp_path, 12)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, prompt={"variant": variant}))
+    seen: list[list[dict[str, str]]] = []
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        seen.append(body["messages"])
+        text = body["messages"][-1]["content"]
+        sol = text.split("{student_solution}: ", 1)[1].split("\n\n-----------------", 1)[0]
+        return Completion(content=build_answer(sol, 2), finish_reason="stop")
+
+    rep = run_job(cfg, client=FakeClient(handler, models=["mock-clair"]))
+    assert rep.rows_ok == 12
+    assert all(m[0] == {"role": "system", "content": ""} and len(m) == 2 for m in seen)

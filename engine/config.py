@@ -56,7 +56,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _yaml_load(text: str) -> Any:
+def yaml_load(text: str) -> Any:
+    """YAML with duplicate keys refused, only true/false as booleans, dates kept as text."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
 
 
@@ -337,7 +338,7 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     if any(not p.strip() for p in parts):
         raise ConfigError(f"--set {item!r}: empty part in key {key!r}; use dots between names, e.g. input.limit")
     try:
-        value = _yaml_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return parts, value
@@ -397,7 +398,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"config file {p} cannot be read ({e.strerror}); check its permissions") from None
     try:
-        raw = _yaml_load(text)
+        raw = yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

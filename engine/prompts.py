@@ -63,6 +63,7 @@ from typing import Any
 
 import yaml
 
+from .config import yaml_load
 from .errors import TemplateError
 from .types import DEFAULT_MARKERS, Markers, Message
 
@@ -220,23 +221,6 @@ def estimate_tokens(messages: list[Message]) -> int:
 # --------------------------------------------------------------------------- template files
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _norm_id(identifier: str) -> str:
     return "".join(ch for ch in identifier.lower() if ch.isalnum())
 
@@ -312,7 +296,7 @@ def load_template(path: str | os.PathLike[str]) -> PromptTemplate:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(str(e))
         raise TemplateError(f"cannot read {where}: {reason}; check the path (a UTF-8 YAML file)") from None
     try:
-        doc = yaml.load(source, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        doc = yaml_load(source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -157,7 +157,6 @@ class Pool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.timers: set[asyncio.TimerHandle] = set()
         self.paused = False
-        self._live = 0
         self._ended = False
         self.stopped = asyncio.Event()
 
@@ -192,7 +191,7 @@ class Pool:
         if self._ended and priority >= 0:
             return
         self._ended = True
-        for _ in range(self._live + 1):
+        for _ in range(len(self.endpoints) + 1):  # one per loop (extra ones are harmless)
             self.queue.put_nowait((priority, next(self._seq), None))
 
     @property
@@ -203,7 +202,6 @@ class Pool:
 
     async def run(self) -> None:
         live = [ep for ep in self.endpoints if not ep.disabled]
-        self._live = len(live)
         if self.input_done and self.outstanding == 0:
             return
         loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
@@ -225,37 +223,34 @@ class Pool:
         return len(left)
 
     async def _loop(self, ep: Endpoint) -> None:
-        try:
-            while not self.stopping:
-                await ep.gate.acquire()
+        while not self.stopping:
+            await ep.gate.acquire()
+            try:
+                await self._wait_healthy(ep)
+                if ep.disabled or self.stopping:
+                    ep.gate.release()
+                    break
+                await ep.rpm.acquire()
+                _, _, item = await self.queue.get()
+            except BaseException:
+                ep.breaker.release()
+                ep.gate.release()
+                raise
+            if item is None:
+                ep.breaker.release()
+                ep.gate.release()
+                break
+            if ep.tpm is not None:
                 try:
-                    await self._wait_healthy(ep)
-                    if ep.disabled or self.stopping:
-                        ep.gate.release()
-                        break
-                    await ep.rpm.acquire()
-                    _, _, item = await self.queue.get()
+                    await ep.tpm.acquire(ep.cost(item))
                 except BaseException:
                     ep.breaker.release()
                     ep.gate.release()
+                    self._requeue(item)
                     raise
-                if item is None:
-                    ep.breaker.release()
-                    ep.gate.release()
-                    break
-                if ep.tpm is not None:
-                    try:
-                        await ep.tpm.acquire(ep.cost(item))
-                    except BaseException:
-                        ep.breaker.release()
-                        ep.gate.release()
-                        self._requeue(item)
-                        raise
-                task = asyncio.create_task(self._attempt(ep, item))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-        finally:
-            self._live -= 1
+            task = asyncio.create_task(self._attempt(ep, item))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _wait_healthy(self, ep: Endpoint) -> None:
         while not ep.disabled and not self.stopping and not ep.breaker.allow():

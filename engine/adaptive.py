@@ -19,14 +19,17 @@ the limit):
   - It appears at the first congestion burst: 0.9 x the pace in force or, when nothing paced the
     requests yet, 0.9 x the rate they were being sent at (counted by ``on_send``; without it,
     estimated from completions, which lag at start-up), or at least at the recent goodput.
-  - Each later burst multiplies it by 0.9 again. If a burst outlives the previous cut (within three
-    windows) the pace overshot far — a deep bucket can hide the limit for seconds — so the cut aims
-    at 0.9 x the rate the endpoint actually delivered (its limit, while it refuses the rest).
+  - Each later burst multiplies it by 0.9 again — or aims at 0.9 x the rate the endpoint actually
+    delivered (its limit, while it refuses the rest) when that is lower: when measured on enough
+    answers (20, over 5 s), or when the burst outlives the previous cut (within three windows: the
+    pace overshot far, a deep bucket can hide the limit for seconds).
   - Between bursts it grows additively, by 1 % per second of the pace at which the last burst
     happened; once past that pace without a burst, the slope doubles every 5 s (up to 32x): the limit
     moved or was misjudged, so probe faster. It grows only while it is the binding limit, and beyond
     the last burst's pace never past 1.5 x the delivered rate, so an unused pace cannot store up a
-    burst — while recovering up to the last burst's pace is always allowed (no stall).
+    burst — while recovering up to the last burst's pace is always allowed (no stall). Below 0.9 x
+    the best goodput of the last minute (over 10 s) it grows by at least 10 % per second: a cut that
+    went too far (noise taken for overload, the burst a bucket allows at the start) costs seconds.
 
   It settles in a narrow band under the limit: few 429s, and above 90 % of the limit on average.
 
@@ -36,12 +39,35 @@ the limit):
   the last window (``max(1 s, smoothed latency)``): no congestion, no latency plateau, rate-limit
   headers not nearly exhausted, and the window actually used (Little's law: completions x latency /
   window >= 40 % of cwnd), so a paced or idle window never inflates. Congestion multiplies cwnd by
-  0.7. Latency: an average (EWMA) against a baseline, the lowest average seen, which may rise by
-  0.1 %/s to follow a workload that really got slower; above 2x the baseline the server is queueing
-  and growth stops; above 3x cwnd shrinks gently (x0.9 per window).
+  0.7. Latency: an average (EWMA, 1/8) against a baseline; above 2x the baseline the server is
+  queueing and growth stops; above 3x cwnd shrinks gently (x0.9 per window). The baseline is the
+  lowest value of a slower average (1/64, from 16 answers on) that takes the answers in the order
+  their requests were sent, each once its peers had as long as the slowest recent answer: in the
+  order they arrive, the fast ones come first while the window grows, and with latencies spread
+  from 5 ms to 200 ms a baseline from them sits at a quarter of the mean — a "queue" that shrinks
+  the window for nothing. It may rise by 0.1 %/s to follow a workload that really got slower; and
+  when three decreases in a row did not shorten the answers by 10 %, the latency is no queue of
+  ours: the baseline restarts from the current slow average.
 
 ``concurrency`` is cwnd, but while a pace applies at least 1.5 x pace x latency + 2, so that the
 window never throttles below the pace; always within [``min_concurrency``, ``max_concurrency``].
+
+**Noise is not congestion.** Some endpoints refuse a share of requests whatever the load (a flaky
+gateway, another tenant's burst). Obeying each such 429/503 ratchets the pace and the window down to
+a stall: every window has one, and each cut takes ten seconds to recover. A real limit responds to
+the load — sending slower lowers the share of 429s — noise does not. So the controller measures the
+share at several loads: answers are grouped in blocks (30 answers and 1 s, cut short by a decrease,
+leaving out the drain after it) of requests sent at one load (the rate the recommendations allowed),
+and the **noise floor** is the 429/503 share of the blocks at the lowest loads, pooled up to 100
+answers (blocks above 20 % are overloads, not noise; the 20 blocks at the lowest loads of the last
+two minutes are kept). A 429/503 is a congestion signal only when the share of the recent answers
+(the last 3 s, or decrease window, after the drain of the last decrease; at least 5 answers) exceeds
+the floor by 3 points, 3 standard deviations of the difference and one answer — or, with a floor of
+0 measured on 100 answers, whenever they are 3 % of the answers (so without noise every 429 counts,
+as before). Before the first block only an evident overload counts (the floor is taken as 20 %);
+while the floor rests on fewer than 100 answers and the load is above 95 % of the goodput at the last
+decrease, every 429 counts (the start above a limit: keep cutting until a lower load is measured).
+The other 429s are retried by the dispatcher and shrink nothing, not even the next window's growth.
 
 A burst counts once: decreases happen at most once per window of ``max(1 s, recent congestion
 latency)``, however many requests it rejects. An answer with ``x-ratelimit-remaining-*: 0`` while no
@@ -49,17 +75,26 @@ advertised limit paces us is congestion before any 429; a ``remaining`` below 10
 value seen stops growth. Floors (``min_concurrency``, ``min_rpm``) keep the endpoint from stalling;
 user limits are never exceeded.
 
-Simulated against a token bucket of 10/s, capacity 10, answering 429 beyond (120 s, latencies from
-5 ms to 2 s, with and without headers, ``on_send`` used): 91-100 % of 600 rpm, 429s <= 4 %.
+Simulated on the fake loop clock (the harness of tests/test_adaptive.py, 120 s, 30 seeds):
+
+* token bucket 10/s, capacity 10, 429 beyond, 50 ms answers: with headers 96-97 % of 600 rpm, 0.6 %
+  429s; without, 98-100 % (median 99 %) and 4 % 429s (at most 6 %). With answers of 5 ms / 1 s / 2 s
+  and no headers: 93-98 % / 95-96 % / 91-94 %, 429s 8 % / 5 % / 5 % (at most 8 / 6 / 6 %).
+* the same, 50 ms, with 5 % of requests refused at random on top: 89 % of 600 rpm at worst (median
+  94 %), 10 % 429s (the noise and ~5 % of overload); with 10 % noise: 72 % at worst (median 88 %).
+* no limit, answers of 5-200 ms, 128 allowed in flight, 5 % or 10 % of requests refused at random
+  (429 or 503): no decrease, concurrency 128, 99.5 % of the throughput 128 in flight allow.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["AdaptiveController", "Snapshot"]
 
@@ -77,6 +112,11 @@ RATE_INCREASE_PER_S = 0.01
 RATE_PROBE_DOUBLING_S = 5.0
 #: ... up to this factor (bounds the overshoot when a deep bucket hides the limit for a while)
 RATE_PROBE_MAX_GAIN = 32.0
+#: below this fraction of the highest goodput of the last minute (over RATE_RECOVERY_SPAN_S), the
+#: learned pace grows by at least this fraction of itself per second
+RATE_RECOVERY_TARGET = 0.9
+RATE_RECOVERY_PER_S = 0.1
+RATE_RECOVERY_SPAN_S = 10.0
 #: the learned pace may not run ahead of the delivered rate by more than this factor
 RATE_AHEAD_OF_GOODPUT = 1.5
 #: 429s within this many windows after a cut mean the cut was not enough
@@ -86,6 +126,8 @@ GOODPUT_FLOOR = 0.7
 #: ... or this one, when the delivered rate is trustworthy (latency <= span, enough samples)
 TRUSTED_GOODPUT_FLOOR = 0.25
 MIN_DELIVERED_SAMPLES = 20
+#: ... measured over this many seconds (or the decrease window)
+DELIVERED_SPAN_S = 5.0
 #: smoothed latency above this multiple of the baseline: the server queues, stop growing
 LATENCY_PLATEAU = 2.0
 #: ... above this multiple: shrink the window gently
@@ -98,12 +140,44 @@ PACE_HEADROOM = 1.5
 PACE_SLACK = 2
 #: a window must have been this full (Little's law estimate / cwnd) to allow growth
 MIN_UTILISATION = 0.4
+#: after this many queue decreases in a row, the latency must have fallen below QUEUE_RESPONSE x its
+#: value at the first; otherwise the latency is not a queue of ours and the baseline is reset
+QUEUE_PATIENCE = 3
+QUEUE_RESPONSE = 0.9
 #: the latency baseline may rise by this fraction per second
 BASELINE_DRIFT_PER_S = 0.001
 #: smoothing factor of the latency averages
 LATENCY_ALPHA = 0.125
 #: completions older than this are forgotten
 HISTORY_S = 60.0
+#: a 429/503 is a congestion signal only when the 429/503 share of the recent answers (the last
+#: max(NOISE_SAMPLE_S, decrease window) seconds, after the drain of the last decrease) exceeds the
+#: noise floor by NOISE_MARGIN, NOISE_Z standard deviations (of the difference) and one answer, on
+#: at least NOISE_MIN_SAMPLE answers; with a floor of 0 measured on NOISE_FLOOR_OUTCOMES answers,
+#: every 429 counts (as long as they are NOISE_MARGIN of the answers)
+NOISE_MARGIN = 0.03
+NOISE_ALPHA = 1e-3
+NOISE_SAMPLE_S = 3.0
+NOISE_MIN_SAMPLE = 5
+#: the floor's evidence: blocks of NOISE_BLOCK answers (and 1 s) to requests sent at one load, the
+#: NOISE_BLOCKS at the lowest loads of the last NOISE_MEMORY_S seconds
+NOISE_BLOCK = 30
+NOISE_BLOCKS = 20
+NOISE_MEMORY_S = 120.0
+#: the floor: the 429/503 share of the blocks at the lowest loads, pooled up to NOISE_FLOOR_OUTCOMES
+#: answers, leaving out blocks above NOISE_MAX (an overload, not noise)
+NOISE_FLOOR_OUTCOMES = 100
+NOISE_MAX = 0.2
+#: ... but 0 (every 429 counts) while the floor has fewer answers and the load is above this fraction
+#: of the goodput at the last decrease: maybe still at the limit
+NOISE_AT_LIMIT = 0.95
+#: the latency baseline is the lowest slow average (this smoothing, at least this many samples)
+BASELINE_ALPHA = 1.0 / 64
+BASELINE_MIN_SAMPLES = 16
+#: per answer, the slowest recent latency (how long the baseline waits for a request's peers) decays by
+LATENCY_MAX_DECAY = 1.0 - 1.0 / 256
+#: ... and no more answers than this wait (memory)
+LATENCY_PENDING_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -125,29 +199,37 @@ class Snapshot:
 
 
 class _RateMeter:
-    """Event times over the last ``HISTORY_S`` seconds; rates cached for 0.25 s (cheap per event)."""
+    """Event times over the last ``HISTORY_S`` seconds (the clock never goes back); counts by
+    bisection, rates cached for 0.25 s (cheap per event)."""
 
     def __init__(self) -> None:
-        self._times: deque[float] = deque()
-        self._cache: tuple[float, float, float] | None = None  # (at, span, rate per minute)
+        self._times: list[float] = []
+        self._first = 0  # index of the oldest event kept
+        self._cache: dict[float, tuple[float, float]] = {}  # span (0.1 s) -> (at, rate per minute)
 
     def add(self, now: float) -> None:
-        self._times.append(now)
+        times = self._times
+        times.append(now)
         horizon = now - HISTORY_S
-        while self._times[0] < horizon:
-            self._times.popleft()
+        if times[self._first] < horizon:
+            self._first = bisect.bisect_left(times, horizon, self._first)
+            if self._first > 1024 and self._first * 2 > len(times):
+                del times[: self._first]
+                self._first = 0
+
+    def count(self, now: float, span_s: float) -> int:
+        """Exact number of events in the last ``span_s`` seconds (no cache)."""
+        return len(self._times) - bisect.bisect_left(self._times, now - span_s, self._first)
 
     def per_minute(self, now: float, span_s: float) -> float:
-        cached = self._cache
-        if cached is not None and 0.0 <= now - cached[0] < 0.25 and abs(cached[1] - span_s) <= 0.1 * span_s:
-            return cached[2]
-        count = 0
-        for t in reversed(self._times):
-            if t < now - span_s:
-                break
-            count += 1
-        rate = count * 60.0 / span_s
-        self._cache = (now, span_s, rate)
+        key = round(span_s, 1)
+        cached = self._cache.get(key)
+        if cached is not None and 0.0 <= now - cached[0] < 0.25:
+            return cached[1]
+        rate = self.count(now, span_s) * 60.0 / span_s
+        if len(self._cache) > 16:
+            self._cache.clear()
+        self._cache[key] = (now, rate)
         return rate
 
 
@@ -199,15 +281,22 @@ class AdaptiveController:
         self._win_dirty = False
         # latency
         self._srtt: float | None = None
+        self._slow_latency: float | None = None
+        self._latency_max = 0.0
+        self._unsorted: list[tuple[float, float]] = []  # heap of (sent at, latency) for the baseline
         self._samples = 0
         self._baseline: float | None = None
         self._baseline_at = 0.0
+        self._queue_srtt: float | None = None  # latency when the current run of queue decreases began
+        self._queue_windows = 0
         self._congestion_latency: float | None = None
         # pacing
         self._learned_rpm: float | None = None
         self._learned_ref = 0.0  # pace at the last burst: scale of the increase
         self._above_ref_since: float | None = None
         self._pace_updated: float | None = None
+        self._peak: tuple[float, float] = (0.0, -math.inf)  # (goodput per minute, when)
+        self._delivered_before_cut: float | None = None  # goodput (per minute) at the last decrease
         self._header_rpm_limit: float | None = None
         self._header_tpm_limit: float | None = None
         self._max_remaining: dict[str, float] = {}
@@ -216,7 +305,14 @@ class AdaptiveController:
         self._ok = _RateMeter()
         self._outcomes = _RateMeter()
         self._sent = _RateMeter()
+        self._congested = _RateMeter()
         self._sends_reported = False
+        # noise floor: 429/503 share per block of answers
+        self._blk_start: float | None = None
+        self._blk_n = 0
+        self._blk_bad = 0
+        self._blk_load = math.inf
+        self._blocks: list[_Block] = []
         self._first_send: float | None = None
 
     # -- recommendations ------------------------------------------------------------------------
@@ -297,9 +393,55 @@ class AdaptiveController:
         if latency is not None:
             prev = self._congestion_latency
             self._congestion_latency = latency if prev is None else prev + LATENCY_ALPHA * (latency - prev)
-        self._learn_headers(headers or {})
-        self._congestion(now)
+        self._congested.add(now)
+        exhausted = self._learn_headers(headers or {})
+        # (within the window of the last decrease: the same burst, which counts once)
+        if exhausted or now - self._last_decrease < self._decrease_window_s() or self._overloaded(now):
+            self._congestion(now)
         self._close_window(now)
+
+    # -- internals: overload or noise (see the module docstring) --------------------------------
+    def _overloaded(self, now: float) -> bool:
+        """The recent 429/503 share is clearly above the noise floor."""
+        after_drain = now - self._last_decrease - self._drain_s()
+        span = min(max(self._decrease_window_s(), NOISE_SAMPLE_S), after_drain)
+        if span <= 0:
+            return False  # answers to requests sent before the last decrease: no new evidence
+        n, bad = self._outcomes.count(now, span), self._congested.count(now, span)
+        floor, measured = self._noise_floor()
+        if floor == 0.0 and measured >= NOISE_FLOOR_OUTCOMES:
+            return bad >= max(1.0, NOISE_MARGIN * n)  # no noise: every 429 counts (a few at a high load)
+        if n < NOISE_MIN_SAMPLE or bad - n * floor < 1.0 or bad / n - floor < NOISE_MARGIN:
+            return False  # (429s come back faster than answers: the first outcomes are mostly 429s)
+        # that many 429s would be a rare draw of the noise (exact binomial tail, small samples
+        # included), even a standard deviation above the floor measured
+        noise = floor if measured == math.inf else floor + math.sqrt(floor * (1.0 - floor) / measured)
+        return _binomial_tail(bad, n, noise) < NOISE_ALPHA
+
+    def _noise_floor(self) -> tuple[float, float]:
+        """The share of 429/503s the endpoint returns whatever the load, and on how many answers
+        it was measured (inf: assumed)."""
+        n = bad = 0
+        for block in sorted(self._blocks):  # lowest load first: where a real limit rejects fewest
+            if block.bad <= NOISE_MAX * block.n:  # (more is an overload, not noise)
+                n, bad = n + block.n, bad + block.bad
+                if n >= NOISE_FLOOR_OUTCOMES:
+                    break
+        cut = self._delivered_before_cut
+        if n < NOISE_FLOOR_OUTCOMES and cut is not None and self._load() > NOISE_AT_LIMIT * cut:
+            return 0.0, math.inf  # little evidence, and about as fast as the endpoint delivered
+        if n == 0:
+            return NOISE_MAX, math.inf  # no evidence: only an evident overload counts
+        return bad / n, n
+
+    def _drain_s(self) -> float:
+        """After a decrease, answers to requests sent before it arrive for this long."""
+        return max(self._decrease_window_s(), min(self._srtt or 0.0, 5.0))
+
+    def _load(self) -> float:
+        """The request rate the recommendations allow (per minute)."""
+        window = self.concurrency / self._srtt * 60.0 if self._srtt else math.inf
+        return min(window, self.rpm if self.rpm is not None else math.inf)
 
     # -- internals: measurement -----------------------------------------------------------------
     def _record(self, now: float, latency_s: float, *, ok: bool) -> None:
@@ -312,6 +454,28 @@ class AdaptiveController:
         if ok:
             self._ok.add(now)
             self._win_ok += 1
+        self._add_to_block(now, ok)
+
+    def _add_to_block(self, now: float, ok: bool) -> None:
+        """Blocks group the answers to requests sent at one load (the noise floor's evidence)."""
+        if now - self._last_decrease < self._drain_s():
+            return  # answers to requests sent before the last decrease, at another load
+        if self._blk_start is None:
+            self._blk_start, self._blk_load = now, 0.0
+        self._blk_load = max(self._blk_load, self._load())  # (the load only grows between decreases)
+        self._blk_n += 1
+        self._blk_bad += not ok
+        if self._blk_n >= NOISE_BLOCK and now - self._blk_start >= 1.0:
+            self._close_block(now)
+
+    def _close_block(self, now: float) -> None:
+        """Keep the current block (when a decrease cuts it short: if it has NOISE_MIN_SAMPLE answers)."""
+        if self._blk_start is not None and self._blk_n >= NOISE_MIN_SAMPLE:
+            self._blocks = [b for b in self._blocks if now - b.at <= NOISE_MEMORY_S]
+            self._blocks.append(_Block(self._blk_load, self._blk_n, self._blk_bad, now))
+            if len(self._blocks) > NOISE_BLOCKS:  # keep the lowest loads: the floor's best evidence
+                self._blocks.remove(max(self._blocks, key=lambda b: (b.load, -b.at)))
+        self._blk_start, self._blk_n, self._blk_bad = None, 0, 0
 
     def _span(self, now: float, span_s: float) -> float:
         """``span_s`` clipped to the run's age (but at least 1 s), so early rates are not diluted."""
@@ -337,16 +501,33 @@ class AdaptiveController:
         return rate or None
 
     def _update_latency(self, now: float, latency_s: float) -> None:
-        self._samples += 1
         srtt = latency_s if self._srtt is None else self._srtt + LATENCY_ALPHA * (latency_s - self._srtt)
         self._srtt = srtt
-        if self._samples < 4:
+        # The baseline takes the answers in the order their requests were sent, each once every
+        # request sent at the same time has had as long as the slowest recent answer took: in the
+        # order they arrive, the fast answers come first while the window grows, and a baseline
+        # from them sits far below the typical latency.
+        self._latency_max = max(latency_s, self._latency_max * LATENCY_MAX_DECAY)
+        heapq.heappush(self._unsorted, (now - latency_s, latency_s))
+        while self._unsorted and (
+            self._unsorted[0][0] <= now - self._latency_max or len(self._unsorted) > LATENCY_PENDING_MAX
+        ):
+            self._update_baseline(now, heapq.heappop(self._unsorted)[1])
+
+    def _update_baseline(self, now: float, latency_s: float) -> None:
+        # a slow average (a plain mean over the first samples); its lowest value is the baseline
+        self._samples += 1
+        slow = self._slow_latency
+        alpha = max(BASELINE_ALPHA, 1.0 / self._samples)
+        slow = latency_s if slow is None else slow + alpha * (latency_s - slow)
+        self._slow_latency = slow
+        if self._samples < BASELINE_MIN_SAMPLES:
             return  # let the average settle before it becomes the baseline
         if self._baseline is None:
-            self._baseline = srtt
+            self._baseline = slow
         else:
             drifted = self._baseline * (1.0 + BASELINE_DRIFT_PER_S * max(0.0, now - self._baseline_at))
-            self._baseline = min(drifted, srtt)
+            self._baseline = min(drifted, slow)
         self._baseline_at = now
 
     def _latency_ratio(self) -> float:
@@ -401,25 +582,30 @@ class AdaptiveController:
         since_last = now - self._last_decrease
         if since_last < window:
             return  # the same burst: decrease once
+        self._close_block(now)
         self._last_decrease = now
         self._decreases += 1
         self._cwnd = max(float(self.min_concurrency), self._cwnd * CWND_DECREASE)
+        span = self._span(now, max(window, DELIVERED_SPAN_S))
+        delivered = self._ok.per_minute(now, span)
+        # (not clipped to the run's age: the burst a bucket allows at the start must not inflate it)
+        self._delivered_before_cut = self._ok.per_minute(now, max(window, DELIVERED_SPAN_S))
         basis = _min_or_none(self._header_rpm(), self._learned_rpm)
         if basis is None:
             # the rate we were sending at; at least what the endpoint just delivered (the send rate
             # of the last second says little if the dispatcher had paused)
             offered, delivered = self._offered_rpm(now), self._goodput_rpm(now)
             basis = max(offered or 0.0, delivered or 0.0) or None
-        elif since_last < BURST_CONTINUES * window and self._first_send is not None:
-            # the burst outlived the last cut: the pace overshot far (a deep bucket lets a probe run
-            # ahead before the first 429). In a sustained burst the endpoint delivers its limit, so
-            # aim below the delivered rate rather than just below the pace.
-            span = self._span(now, max(window, 2.0))
-            delivered = self._ok.per_minute(now, span)
-            # completions lag sends by a latency; few completions say little
+        else:
+            # In an overload the endpoint delivers its limit: aim below the delivered rate rather
+            # than just below the pace, which may have overshot far (a deep bucket lets a probe run
+            # ahead before the first 429; an overload taken for noise holds the 429 share up).
+            # Completions lag sends by a latency and few of them say little: an untrusted rate
+            # counts only when the burst outlived the last cut, and not below GOODPUT_FLOOR x pace.
             trusted = (self._srtt or 0.0) <= span and delivered * span / 60.0 >= MIN_DELIVERED_SAMPLES
-            floor = TRUSTED_GOODPUT_FLOOR if trusted else GOODPUT_FLOOR
-            basis = min(basis, max(delivered, floor * basis))
+            if trusted or since_last < BURST_CONTINUES * window:
+                floor = TRUSTED_GOODPUT_FLOOR if trusted else GOODPUT_FLOOR
+                basis = min(basis, max(delivered, floor * basis))
         if basis is None:
             return  # no rate known yet (the very first answers were 429s): the window does the work
         if self.user_rpm is not None:
@@ -439,8 +625,11 @@ class AdaptiveController:
         if others is not None and self._learned_rpm >= others:
             return  # another limit governs; nothing to probe
         # recovering up to the pace of the last burst is always allowed (no stall); beyond it,
-        # the pace may not run far ahead of what is delivered, or an unused pace stores up a burst
-        ceiling = max(self._learned_ref, RATE_AHEAD_OF_GOODPUT * (self._goodput_rpm(now) or 0.0))
+        # the pace may not run far ahead of what is delivered, or an unused pace stores up a burst.
+        # Up to RATE_RECOVERY_TARGET x the best recent goodput it recovers quickly: a decrease that
+        # went too far (noise taken for overload, a start-up burst) must not cost minutes.
+        quick = RATE_RECOVERY_TARGET * self._recent_peak(now)
+        ceiling = max(self._learned_ref, RATE_AHEAD_OF_GOODPUT * (self._goodput_rpm(now) or 0.0), quick)
         if self._learned_rpm >= ceiling:
             return
         slope = RATE_INCREASE_PER_S * self._learned_ref
@@ -448,7 +637,20 @@ class AdaptiveController:
             if self._above_ref_since is None:
                 self._above_ref_since = now
             slope *= min(2.0 ** ((now - self._above_ref_since) / RATE_PROBE_DOUBLING_S), RATE_PROBE_MAX_GAIN)
-        self._learned_rpm = min(self._learned_rpm + slope * max(0.0, now - last), ceiling)
+        elapsed = max(0.0, now - last)
+        step = slope * elapsed
+        if self._learned_rpm < quick:
+            quickly = RATE_RECOVERY_PER_S * self._learned_rpm * elapsed
+            step = max(step, min(quick - self._learned_rpm, quickly))
+        self._learned_rpm = min(self._learned_rpm + step, ceiling)
+
+    def _recent_peak(self, now: float) -> float:
+        """About the highest goodput (per minute, over RATE_RECOVERY_SPAN_S, not clipped to the run's
+        age: the burst a bucket allows at the start does not inflate it) of the last minute."""
+        goodput = self._ok.per_minute(now, RATE_RECOVERY_SPAN_S)
+        if goodput >= self._peak[0] or now - self._peak[1] > HISTORY_S:
+            self._peak = (goodput, now)
+        return self._peak[0]
 
     def _close_window(self, now: float) -> None:
         start = self._win_start
@@ -461,14 +663,52 @@ class AdaptiveController:
         ratio = self._latency_ratio()
         if ratio > LATENCY_PLATEAU:
             self._slow_start = False  # the server queues: leave slow start (HyStart-like)
-        if ratio > LATENCY_QUEUE:
+        if ratio <= LATENCY_QUEUE:
+            self._queue_srtt = None
+        elif self._queue_srtt is None or self._queue_windows < QUEUE_PATIENCE:
+            if self._queue_srtt is None:
+                self._queue_srtt, self._queue_windows = self._srtt, 0
+            self._queue_windows += 1
             self._cwnd = max(float(self.min_concurrency), self._cwnd * CWND_LATENCY_DECREASE)
+        elif (self._srtt or 0.0) > QUEUE_RESPONSE * self._queue_srtt:
+            # a smaller window did not shorten the answers: no queue of ours, the baseline was wrong
+            # (e.g. the fastest answers of a ramp-up); start again from the typical latency
+            self._baseline, self._baseline_at, self._queue_srtt = self._slow_latency, now, None
+            ratio = self._latency_ratio()
+        else:
+            self._queue_srtt, self._queue_windows = self._srtt, 0  # it responds: a queue; keep shrinking
         self._growth_ok = (
             not self._win_dirty and ratio <= LATENCY_PLATEAU and in_flight >= MIN_UTILISATION * self._cwnd
         )
         self._win_start = now
         self._win_ok = 0
         self._win_dirty = False
+
+
+class _Block(NamedTuple):
+    """Answers to requests sent at one load: the noise floor's evidence."""
+
+    load: float  #: the highest request rate (per minute) the recommendations allowed meanwhile
+    n: int  #: answers
+    bad: int  #: 429/503s among them
+    at: float  #: when it ended
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0 or p >= 1.0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    log_term = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    term = math.exp(log_term + k * math.log(p) + (n - k) * math.log1p(-p))
+    total = term
+    for i in range(k, n):  # the terms fall fast once past the mean (k is above it here)
+        term *= (n - i) / (i + 1) * p / (1.0 - p)
+        total += term
+        if term <= total * 1e-9:
+            break
+    return min(1.0, total)
 
 
 def _min_or_none(*values: float | None) -> float | None:

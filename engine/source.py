@@ -196,6 +196,30 @@ def _file_batches(f: Path, batch_rows: int, text_columns: tuple[str, ...] = ()) 
         raise InputError(f"input file {f} cannot be read as {fmt} ({msg}); check the file") from None
 
 
+@dataclass(frozen=True)
+class _Skip:
+    """``num_rows`` input rows that are all done and were not read."""
+
+    num_rows: int
+
+
+def _parquet_skipping(f: Path, batch_rows: int, done: DoneSet, ordinal: int) -> Iterator[pa.RecordBatch | _Skip]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if done.count_range(ordinal, n) == n:
+                yield _Skip(n)
+            else:
+                yield from pf.iter_batches(batch_size=batch_rows, row_groups=[i])
+            ordinal += n
+    except (pa.ArrowException, OSError) as e:
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise InputError(f"input file {f} cannot be read as parquet ({msg}); check the file") from None
+
+
 def _rebatch(b: pa.RecordBatch, n: int) -> Iterator[pa.RecordBatch]:
     for i in range(0, b.num_rows, n):
         yield b.slice(i, n)
@@ -335,10 +359,21 @@ class Source:
                 "check the name, the split and your network or HF_TOKEN"
             ) from None
 
-    def raw_batches(self) -> Iterator[pa.RecordBatch]:
+    def raw_batches(self, done: DoneSet | None = None) -> Iterator[pa.RecordBatch | _Skip]:
+        """Record batches in scan order. With ``done`` (ordinal ids only), a Parquet row group whose rows
+        are all done is not read at all: a ``_Skip`` stands for it (fast resume of big runs)."""
         if self.files:
+            ordinal = 0
             for f in self.files:
-                for b in _file_batches(f, self.batch_rows, self._text_columns):
+                if done is not None and FORMATS[f.suffix.lower()] == "parquet":
+                    batches: Iterator[pa.RecordBatch | _Skip] = _parquet_skipping(f, self.batch_rows, done, ordinal)
+                else:
+                    batches = _file_batches(f, self.batch_rows, self._text_columns)
+                for b in batches:
+                    ordinal += b.num_rows
+                    if isinstance(b, _Skip):
+                        yield b
+                        continue
                     if b.schema.names != self.schema.names and sorted(b.schema.names) == sorted(self.schema.names):
                         b = b.select(self.schema.names)  # e.g. JSON files whose keys come in another order
                     if b.schema.names != self.schema.names:
@@ -354,8 +389,12 @@ class Source:
         """Prepared rows in scan order, skipping rows in ``done``; stops after ``limit`` input rows."""
         ordinal = 0
         seen: set[Any] | None = set() if self.id_column is not None else None
-        for b in self._limited_batches():
+        skip_with = done if done is not None and len(done) and self.id_column is None else None
+        for b in self._limited_batches(skip_with):
             n = b.num_rows
+            if isinstance(b, _Skip):
+                ordinal += n
+                continue
             if self.id_column is None:
                 ids_arr = pa.array(np.arange(ordinal, ordinal + n, dtype=np.int64))
             else:
@@ -397,17 +436,17 @@ class Source:
                 extras = pa.RecordBatch.from_pydict(cols).to_pylist()
             yield Prepared(row_ids, tasks, sols, extras)
 
-    def _limited_batches(self) -> Iterator[pa.RecordBatch]:
+    def _limited_batches(self, done: DoneSet | None = None) -> Iterator[pa.RecordBatch | _Skip]:
         """``raw_batches`` cut at ``limit`` rows; never reads a batch (or opens a file) past it."""
         if self.limit is None:
-            yield from self.raw_batches()
+            yield from self.raw_batches(done)
             return
         left = self.limit
         if left <= 0:
             return
-        for b in self.raw_batches():
+        for b in self.raw_batches(done):
             if b.num_rows >= left:
-                yield b.slice(0, left)
+                yield _Skip(left) if isinstance(b, _Skip) else b.slice(0, left)
                 return
             left -= b.num_rows
             yield b
@@ -479,6 +518,11 @@ class DoneSet:
 
     def __len__(self) -> int:
         return len(self._ints) + len(self._strs)
+
+    def count_range(self, start: int, n: int) -> int:
+        """How many of the integer ids start .. start+n-1 are done."""
+        ints = self._ints
+        return int(np.searchsorted(ints, start + n) - np.searchsorted(ints, start))
 
     def __contains__(self, rid: Any) -> bool:
         if isinstance(rid, int | np.integer):

@@ -814,3 +814,32 @@ def test_nonexistent_hub_dataset_offline(tmp_path: Path, monkeypatch: pytest.Mon
                                          r"cannot be loaded: .+; check the name, the split and your network or "
                                          r"HF_TOKEN$"):
         Source(dataset="clair-test-nobody/no-such-dataset-xyz")
+
+
+def test_resume_skips_fully_done_parquet_row_groups_without_reading_them(tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq_mod
+
+    from engine.source import DoneSet, Source
+
+    p = tmp_path / "rg.parquet"
+    rows = [{"prompt": f"t{i}", "rejected": [{"role": "user", "content": "q"},
+                                             {"role": "assistant", "content": f"s{i}"}]} for i in range(35)]
+    pq_mod.write_table(pa.Table.from_pylist(rows), p, row_group_size=10)
+    read_groups: list[int] = []
+    real = pq_mod.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        read_groups.extend(kwargs.get("row_groups") or [])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq_mod.ParquetFile, "iter_batches", spy)
+    done = DoneSet(pa.array(list(range(20)) + [25], pa.int64()))
+    src = Source(path=str(p), batch_rows=4)
+    got = [rid for b in src.batches(done) for rid in b.row_ids]
+    assert got == [20, 21, 22, 23, 24, 26, 27, 28, 29, 30, 31, 32, 33, 34]
+    assert read_groups == [2, 3]  # row groups 0 and 1 were all done: never read
+    sols = [s for b in src.batches(done) for s in b.solutions]
+    assert sols[0] == "s20" and sols[-1] == "s34"
+    limited = Source(path=str(p), batch_rows=4, limit=22)
+    assert [rid for b in limited.batches(done) for rid in b.row_ids] == [20, 21]
+    assert done.count_range(0, 20) == 20 and done.count_range(20, 10) == 1

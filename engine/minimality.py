@@ -17,7 +17,8 @@ def jaccard(a: str, b: str) -> float:
     ta, tb = set(a.split()), set(b.split())
     if not ta and not tb:
         return 1.0
-    return len(ta & tb) / len(ta | tb)
+    inter = len(ta.intersection(tb)) if len(ta) < len(tb) else len(tb.intersection(ta))
+    return inter / (len(ta) + len(tb) - inter)  # |A ∪ B| without building the union
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -93,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             results["resume"] = res
     if args.quick:  # otherwise the scale run stays for the next resume measurement (benchmarks/out is ignored)
         shutil.rmtree(out / "runs" / "scale" / "run", ignore_errors=True)
+    git = git_state()
+    for name in [*ORDER, "resume"]:
+        if name in only and name in results:
+            results[name]["git"] = git
     results["_meta"] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                        "total_s": round(time.perf_counter() - t_all, 1), "quick": args.quick, "git": git_state()}
+                        "total_s": round(time.perf_counter() - t_all, 1), "quick": args.quick, "git": git,
+                        "only": only}
     prev.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     log(f"done in {time.perf_counter() - t_all:.0f}s; figures in {prev}")
     if not args.no_md and not args.quick:
@@ -136,12 +141,16 @@ def _ok(v: bool | None) -> str:
 def render(results: dict[str, Any]) -> str:
     meta = results.get("_meta", {})
     m = meta.get("machine", {})
+    gits = sorted({r.get("git") or "?" for k, r in results.items() if not k.startswith("_")})
+    partial = set(meta.get("only") or ORDER) != {*ORDER, "resume"}
     lines = [
         BEGIN,
         "",
-        f"Generated {meta.get('date', '?')} by `python benchmarks/run_all.py` (`make bench`, "
-        f"{_f((meta.get('total_s') or 0) / 60, '.0f')} min) on {m.get('cores')} cores ({m.get('cpu')}, "
-        f"{m.get('memory_gb')} GB), Python {m.get('python')}, {m.get('platform')}; engine at {meta.get('git')}. "
+        f"Generated {meta.get('date', '?')} by `python benchmarks/run_all.py` (`make bench`"
+        + (f", this time only: {', '.join(meta['only'])}" if partial else "")
+        + f", {_f((meta.get('total_s') or 0) / 60, '.0f')} min) on {m.get('cores')} cores ({m.get('cpu')}, "
+        f"{m.get('memory_gb')} GB), Python {m.get('python')}, {m.get('platform')}; engine at "
+        f"{' / '.join(gits)} (per scenario below). "
         "Mock endpoint and engine on the same machine; the engine in its own process "
         "(`python -m engine.cli run JOB --progress off`). Definitions: `engine/bench.py` docstring.",
         "",
@@ -205,7 +214,7 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
     p, e, mk = r["params"], r["engine"], r["mock"]
     desc = r.get("description") or ""
     out = [f"### `{name}` — {desc}", "",
-           f"Command: `{r['command']}`; {r['date']}; bench wall {r.get('bench_s', '?')} s.", "",
+           f"Command: `{r['command']}`; {r['date']}; engine at {r.get('git', '?')}; bench wall {r.get('bench_s', '?')} s.", "",
            f"- rows {r['rows']:,} (ok {r['rows_ok']:,}, flagged {r['rows_flagged'] or 0}, failed {r['rows_failed'] or 0}); "
            f"requests {r['requests']:,}, retries {r['retries']:,}",
            f"- steady window {_f(r['window_s'])} s (first request to last answer; the engine's own wall time, "
@@ -213,13 +222,14 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
            f"(10–90% phase {_f(r['rows_per_s_10_90'])}), {_f(r['output_tokens_per_s'], ',.0f')} output tokens/s",
            f"- limit {_f(r['limit_rows_per_s'])} rows/s ({r['limit_bound_by'] or 'none: zero latency, CPU-bound'}), "
            f"achieved {_pct(r['achieved_fraction'])}",
-           f"- engine: {_f(e['cpu_s'])} s CPU = {_f(e['cpu_s_per_1000_rows'], '.3f')} s per 1,000 rows "
+           f"- engine: {_f(e['cpu_s'])} s CPU (user {_f(e.get('cpu_user_s'))}, system {_f(e.get('cpu_system_s'))}) "
+           f"= {_f(e['cpu_s_per_1000_rows'], '.3f')} s per 1,000 rows "
            f"({_f(e['cpu_ms_per_row_window'], '.3f')} ms/row inside the window, {_pct(e['cpu_util_window'])} of a core); "
            f"peak RSS {_f(e['peak_rss_mb'], '.0f')} MB",
            f"- mock: {_f(mk['cpu_s'])} s CPU ({_pct(mk['cpu_util_window'])} of a core"
            f"{', SATURATED' if mk['saturated'] else ''}); machine {_pct(mk['machine_cpu_util_window'])} busy; "
            f"mean in flight at the mock {_f(mk.get('mean_in_flight_window'))} of {p['concurrency']}; "
-           f"answers by status {mk['status']}"
+           f"HTTP statuses sent (GET /models included) {mk['status']}"
            + (f"; injected faults {mk['faults']}" if mk["faults"] else "")
            + (f"; limiter refusals {mk['limited']}" if mk["limited"] else ""),
            f"- engine endpoint state at the end: {r.get('endpoint')}",
@@ -244,7 +254,7 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
 def _resume_details(rs: dict[str, Any]) -> list[str]:
     nl, rl = rs["nothing_left"], rs.get("rows_left")
     out = ["### Resume start-up (issue 3)", "",
-           f"Command: `{rs.get('command')}`; {rs.get('date')}; the kept `scale` run "
+           f"Command: `{rs.get('command')}`; {rs.get('date')}; engine at {rs.get('git', '?')}; the kept `scale` run "
            f"({rs['done_rows']:,} done rows); median of {rs['repeat']}, warm page cache.", "",
            f"- nothing left to do: `clair run` exits after {_f(nl['exit_s'], '.2f')} s "
            f"(CPU {_f(nl.get('cpu_s'), '.2f')} s, peak RSS {_f(nl.get('peak_rss_mb'), '.0f')} MB)"]

@@ -672,6 +672,8 @@ def summarize(
         "achieved_fraction": _r(frac, 4),
         "engine": {
             "cpu_s": _r(cpu_total),
+            "cpu_user_s": _r(ru.ru_utime),
+            "cpu_system_s": _r(ru.ru_stime),
             "cpu_ms_per_row": _r(cpu_total * 1000 / rows) if rows else None,
             "cpu_s_per_1000_rows": _r(per_thousand(cpu_total, rows)),
             "cpu_s_window": _r(cpu_window),

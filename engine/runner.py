@@ -340,7 +340,7 @@ class Job:
         )
         self.journal.open()
         window = sum(ep.max_concurrency for ep in self.endpoints)
-        self._window = asyncio.Semaphore(window + max(16, window // 4))
+        self._window = asyncio.Semaphore(2 * window)  # rows ready to go while a full window is in flight
         self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), self._on_done)
         loop = asyncio.get_running_loop()
         if self.install_signals:
@@ -409,6 +409,14 @@ class Job:
             await asyncio.sleep(0.5)
 
     async def _produce(self) -> None:
+        assert self.pool is not None
+        try:
+            await self._produce_rows()
+        except Exception as e:  # e.g. a corrupt later input file: stop the run (state stays consistent)
+            self.pool.stop(e)
+            raise
+
+    async def _produce_rows(self) -> None:
         assert self.pool is not None and self._window is not None
         pool, window = self.pool, self._window
         it = self.source.batches(self.done)

@@ -150,3 +150,17 @@ def test_other_variants_run_end_to_end(tmp_path: Path, variant: str) -> None:
     rep = run_job(cfg, client=FakeClient(handler, models=["mock-clair"]))
     assert rep.rows_ok == 12
     assert all(m[0] == {"role": "system", "content": ""} and len(m) == 2 for m in seen)
+
+
+def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> None:
+    d = tmp_path / "inputs"
+    d.mkdir()
+    make_input(d, 40, name="a.parquet")
+    (d / "b.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", d))
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match="b.parquet"):
+        run_job(cfg, client=fake())
+    data, fails = read_ids(tmp_path / "run")
+    assert sorted(data + fails) == sorted(set(data + fails))  # whatever finished is kept, once

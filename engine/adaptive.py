@@ -40,7 +40,9 @@ the limit):
   headers not nearly exhausted, and the window actually used (Little's law: completions x latency /
   window >= 40 % of cwnd), so a paced or idle window never inflates. Congestion multiplies cwnd by
   0.7. Latency: an average (EWMA, 1/8) against a baseline; above 2x the baseline the server is
-  queueing and growth stops; above 3x cwnd shrinks gently (x0.9 per window). The baseline is the
+  queueing and growth stops; above 3x cwnd shrinks gently (x0.9 per window); neither counts while
+  the average is less than 50 ms above the baseline (answers in milliseconds triple in latency from
+  a garbage collection on our side; at zero latency the window used to fall to 1). The baseline is the
   lowest value of a slower average (1/64, from 16 answers on) that takes the answers in the order
   their requests were sent, each once its peers had as long as the slowest recent answer: in the
   order they arrive, the fast ones come first while the window grows, and with latencies spread
@@ -137,6 +139,9 @@ DELIVERED_SPAN_S = 5.0
 LATENCY_PLATEAU = 2.0
 #: ... above this multiple: shrink the window gently
 LATENCY_QUEUE = 3.0
+#: ... but only when the latency is also this much above the baseline in absolute terms: with answers
+#: in a few milliseconds, a garbage collection or a disk flush on our side triples the latency
+LATENCY_MIN_EXCESS_S = 0.05
 #: remaining below this fraction of the largest remaining seen stops growth
 REMAINING_LOW = 0.1
 #: concurrency >= this x pace x latency, so the window never throttles below the pace
@@ -539,7 +544,7 @@ class AdaptiveController:
         self._baseline_at = now
 
     def _latency_ratio(self) -> float:
-        if self._baseline is None or self._srtt is None:
+        if self._baseline is None or self._srtt is None or self._srtt - self._baseline < LATENCY_MIN_EXCESS_S:
             return 1.0
         return self._srtt / max(self._baseline, 1e-3)
 

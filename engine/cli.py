@@ -84,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    own_process = argv is None  # a `clair` process of its own, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mock-server"]:
         from .mockserver import main as mock_main
 
         return mock_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.own_process = own_process
     _setup_logging(args.verbose)
     try:
         return _dispatch(args)
@@ -151,6 +153,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return dry_run(cfg)
     from .progress import make_reporter
     from .runner import run_job
+
+    if getattr(args, "own_process", False):  # process-wide memory settings: only in a process of our own
+        from .memory import refuse_pandas, tune_process
+
+        tune_process()
+        if cfg.input.path and not cfg.input.dataset:
+            refuse_pandas()
 
     mode = args.progress or cfg.run.progress
     reporter = make_reporter(mode, cfg.run.progress_interval_s)

@@ -7,6 +7,14 @@ free capacity, so a slow replica pulls less and a dead one (breaker open) pulls 
 
 Retries happen as errors occur: a failed attempt is put back on the shared queue after its backoff
 (any endpoint may take it). A row leaves the pool exactly once, through ``on_done``.
+
+Answers are recorded by one *finisher* task, not by the request tasks: a request task only does the
+cheap accounting and queues the answer. The finisher calls ``on_done`` (parse, journal) a few rows at a
+time and releases each row's concurrency slot once the row is recorded, yielding to the loop between
+slices, so new requests leave as soon as slots free instead of after a whole wave of answers has been
+processed. ``on_done`` gets the rows of one slice together (the journal writes them with one system
+call). A slot is held from the send until the answer is journaled, so answers received but not yet
+recorded never exceed the concurrency limit (a kill -9 loses at most that many paid requests).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +43,13 @@ log = logging.getLogger("clair")
 #: statuses that mean this endpoint cannot serve us at all (bad key, wrong URL or model)
 FATAL_STATUSES = frozenset({401, 403, 404})
 _NEW, _RETRY, _END = 1, 0, 2
+#: rows the finisher records per turn of the event loop (~1-2 ms of work), so freed slots refill promptly
+FINISH_BATCH_ROWS = 4
 
-OnDone = Callable[[WorkItem, Completion | None, EndpointError | None, "Endpoint"], None]
+#: one finished row: the item, its answer or its final error, and the endpoint that served it
+Finished = tuple[WorkItem, Completion | None, EndpointError | None, "Endpoint"]
+#: records a batch of finished rows (e.g. journals them with one write)
+OnDone = Callable[[list[Finished]], None]
 
 
 class Endpoint:
@@ -64,7 +78,7 @@ class Endpoint:
         cap = max(1, round(max_concurrency * weight)) if weight != 1.0 else max_concurrency
         self.max_concurrency = cap
         self.controller = (
-            AdaptiveController(cap, user_rpm=rpm, user_tpm=tpm) if adaptive else None
+            AdaptiveController(cap, initial=initial_window(cap), user_rpm=rpm, user_tpm=tpm) if adaptive else None
         )
         start = self.controller.concurrency if self.controller else cap
         self.gate = ConcurrencyGate(start)
@@ -123,6 +137,12 @@ class Endpoint:
         }
 
 
+def initial_window(max_concurrency: int) -> int:
+    """Where the adaptive slow start begins: a quarter of the configured ``max_concurrency`` (at least
+    8), so the window reaches it in two round trips (from 8 it took five: a second at 200 ms)."""
+    return min(max_concurrency, max(8, max_concurrency // 4))
+
+
 def _tpm_capacity(tpm: float) -> float:
     return max(tpm / 60.0 * 5.0, 1.0)  # five seconds' worth of tokens
 
@@ -159,6 +179,8 @@ class Pool:
         self.paused = False
         self._ended = False
         self.stopped = asyncio.Event()
+        self._finq: deque[Finished] = deque()  # rows waiting to be recorded
+        self._finq_ready = asyncio.Event()
 
     # -- feeding
 
@@ -205,11 +227,41 @@ class Pool:
         if self.input_done and self.outstanding == 0:
             return
         loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
+        finisher = asyncio.create_task(self._finisher(), name="finisher")
         try:
             await asyncio.gather(*loops)
         finally:
             for t in loops:
                 t.cancel()
+            finisher.cancel()
+            self.flush()
+
+    def flush(self) -> None:
+        """Record every answer already received (``drain`` and the end of ``run`` call this)."""
+        while self._finq:
+            self._record_batch(len(self._finq))
+
+    async def _finisher(self) -> None:
+        while True:
+            if not self._finq:
+                self._finq_ready.clear()
+                await self._finq_ready.wait()
+            self._record_batch(FINISH_BATCH_ROWS)
+            await asyncio.sleep(0)  # let the dispatchers refill the slots just released
+
+    def _record_batch(self, rows: int) -> None:
+        """Hand ``on_done`` up to ``rows`` finished rows, then free their slots."""
+        q = self._finq
+        batch = [q.popleft() for _ in range(min(rows, len(q)))]
+        try:
+            self.on_done(batch)
+        except Exception as e:  # a bug or a storage error: stop the run, keep state
+            self.stop(e)
+        finally:
+            for row in batch:
+                row[3].gate.release()
+        self.outstanding -= len(batch)
+        self._maybe_end()
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to ``grace_s`` for in-flight requests, then cancel the rest. Returns rows cancelled."""
@@ -220,6 +272,7 @@ class Pool:
             t.cancel()
         if left:
             await asyncio.gather(*left, return_exceptions=True)
+        self.flush()
         return len(left)
 
     async def _loop(self, ep: Endpoint) -> None:
@@ -278,6 +331,7 @@ class Pool:
             ep.controller.on_send()
         comp: Completion | None = None
         err: EndpointError | None = None
+        queued = False
         try:
             try:
                 comp = await self.client.complete(ep.url, ep.headers, ep.body(item))
@@ -290,13 +344,24 @@ class Pool:
                 ep.in_flight -= 1
             if comp is not None:
                 self._on_success(ep, item, comp)
+                queued = self._queue_finish(ep, item, comp, None)
             else:
                 assert err is not None
-                self._on_error(ep, item, err, loop.time() - item.first_sent)
-        except Exception as e:  # a bug or a storage error in on_done: stop the run, keep state
+                if self._on_error(ep, item, err, loop.time() - item.first_sent):
+                    queued = self._queue_finish(ep, item, None, err)
+        except Exception as e:  # a bug: stop the run, keep state
             self.stop(e)
         finally:
-            ep.gate.release()
+            if not queued:
+                ep.gate.release()  # otherwise the finisher releases it once the row is recorded
+
+    def _queue_finish(
+        self, ep: Endpoint, item: WorkItem, comp: Completion | None, err: EndpointError | None
+    ) -> bool:
+        """Hand a finished row to the finisher, which records it and then frees its slot."""
+        self._finq.append((item, comp, err, ep))
+        self._finq_ready.set()
+        return True
 
     def _on_success(self, ep: Endpoint, item: WorkItem, comp: Completion) -> None:
         c = ep.counters
@@ -314,9 +379,9 @@ class Pool:
         if ep.controller is not None:
             ep.controller.on_success(comp.latency_s, comp.rate_headers)
             ep.apply_controller()
-        self._finish(item, comp, None, ep)
 
-    def _on_error(self, ep: Endpoint, item: WorkItem, err: EndpointError, elapsed: float) -> None:
+    def _on_error(self, ep: Endpoint, item: WorkItem, err: EndpointError, elapsed: float) -> bool:
+        """Account for a failed attempt; retry it or not. True when the row ends here, failed."""
         c = ep.counters
         c.errors[err.kind] += 1
         status = err.status if isinstance(err, HTTPStatusError) else None
@@ -332,16 +397,15 @@ class Pool:
         ep.breaker_changed.set()
         if status in FATAL_STATUSES:
             self._disable(ep, item, err)
-            return
+            return False
         item.last_error = f"{err.kind}: {err}"
         delay = self.policy.next_delay(err, item.attempts, elapsed, self.rng)
-        if delay is None or self.stopping:
-            if self.stopping and delay is not None:
-                return  # not final: the row is requested again on resume
-            self._finish(item, None, err, ep)
-            return
-        c.retries += 1
-        self._schedule_retry(item, delay)
+        if delay is None:
+            return True
+        if not self.stopping:  # when stopping the row is not final: it is requested again on resume
+            c.retries += 1
+            self._schedule_retry(item, delay)
+        return False
 
     def _disable(self, ep: Endpoint, item: WorkItem, err: EndpointError) -> None:
         if ep.disabled is None:
@@ -369,8 +433,3 @@ class Pool:
     def _requeue(self, item: WorkItem) -> None:
         if not self.stopping:
             self.queue.put_nowait((_RETRY, next(self._seq), item))
-
-    def _finish(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> None:
-        self.on_done(item, comp, err, ep)
-        self.outstanding -= 1
-        self._maybe_end()

@@ -16,6 +16,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import aiohttp
 from . import results
 from .client import ChatClient, Client
 from .config import JobConfig
-from .dispatch import Endpoint, Pool
+from .dispatch import Endpoint, Finished, Pool
 from .errors import (
     ClairError,
     ConnectError,
@@ -37,8 +38,8 @@ from .errors import (
     StorageError,
 )
 from .journal import Journal
+from .memory import lower_thread_priority, release_free_memory
 from .metrics import RunCounters
-from .minimality import pair_metrics
 from .parse import PARSER_VERSION, parse_answer
 from .prompts import PromptTemplate, builtin_template, estimate_tokens, load_template, render
 from .reparse import finish_pending
@@ -396,11 +397,19 @@ class Job:
         self.pool.stop()
 
     async def _compactor(self) -> None:
-        while True:
-            path, n = await self._compact_q.get()
-            if n < 0:
-                return
-            await asyncio.to_thread(self.writer.compact, path)
+        loop = asyncio.get_running_loop()
+        # one writer thread owns the shard files; it runs at a lower CPU priority than the event loop
+        # (compaction only has to keep up on average; the loop's latency is the throughput)
+        with ThreadPoolExecutor(1, thread_name_prefix="clair-writer", initializer=lower_thread_priority) as pool:
+            while True:
+                path, n = await self._compact_q.get()
+                if n < 0:
+                    return
+                await loop.run_in_executor(pool, self._compact, path)
+
+    def _compact(self, segment: Path) -> None:
+        self.writer.compact(segment)
+        release_free_memory()  # the compaction's buffers, back to the OS (flat memory on long runs)
 
     async def _progress_loop(self) -> None:
         assert self.on_progress is not None
@@ -437,7 +446,8 @@ class Job:
                 if not task or not sol:
                     item = WorkItem(rid, task or "", sol or "", [], 0, extra)
                     which = "task" if not task else "student_solution"
-                    self._record_failure(item, "invalid_input", f"the row's {which} is empty or missing", None, None)
+                    msg = f"the row's {which} is empty or missing"
+                    self._append([self._failure_record(item, "invalid_input", msg, None, None)])
                     window.release()
                     continue
                 messages = render(template, task, sol)
@@ -448,16 +458,19 @@ class Job:
 
     # ------------------------------------------------------------ results
 
-    def _on_done(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> None:
+    def _on_done(self, batch: list[Finished]) -> None:
+        """Record a batch of finished rows (one journal write), then free their producer window."""
         assert self._window is not None
         try:
-            if comp is not None:
-                self._record_completion(item, comp, ep)
-            else:
-                assert err is not None
-                self._record_failure(item, err.kind, str(err), err.raw, ep)
+            recs = [
+                self._completion_record(item, comp, ep) if comp is not None
+                else self._failure_record(item, err.kind, str(err), err.raw, ep)  # type: ignore[union-attr]
+                for item, comp, err, ep in batch
+            ]
+            self._append(recs)
         finally:
-            self._window.release()
+            for _ in batch:
+                self._window.release()
 
     def _common(self, item: WorkItem, comp: Completion | None, ep: Endpoint | None) -> dict[str, Any]:
         rec = dict(item.extra) if item.extra else {}
@@ -487,7 +500,7 @@ class Job:
             self.counters.latency.record(asyncio.get_running_loop().time() - item.first_sent)
         return rec
 
-    def _record_completion(self, item: WorkItem, comp: Completion, ep: Endpoint) -> None:
+    def _completion_record(self, item: WorkItem, comp: Completion, ep: Endpoint) -> dict[str, Any]:
         truncated = comp.finish_reason == "length" or (
             comp.completion_tokens is not None and comp.completion_tokens >= self.max_tokens
         )
@@ -495,30 +508,28 @@ class Job:
         rec = self._common(item, comp, ep)
         if pr.ok:
             assert pr.revision is not None
-            rec.update(revision=pr.revision, rational=pr.rational, status=pr.status)
-            rec.update(pair_metrics(pr.revision, item.student_solution))
-            self._append(rec)
+            rec.update(revision=pr.revision, rational=pr.rational, status=pr.status)  # metrics: at compaction
             if pr.status == "ok":
                 self.counters.rows_ok += 1
             else:
                 self.counters.rows_flagged[pr.status or "?"] += 1
         else:
             rec.update(error_kind=pr.error_kind, error_message=pr.message)
-            self._append(rec)
             self.counters.rows_failed[pr.error_kind or "parse_error"] += 1
+        return rec
 
-    def _record_failure(
+    def _failure_record(
         self, item: WorkItem, kind: str, message: str, raw: str | None, ep: Endpoint | None
-    ) -> None:
+    ) -> dict[str, Any]:
         rec = self._common(item, None, ep)
         rec.update(error_kind=kind, error_message=message[:1000], raw_output=raw)
-        self._append(rec)
         self.counters.rows_failed[kind] += 1
+        return rec
 
-    def _append(self, rec: dict[str, Any]) -> None:
+    def _append(self, recs: list[dict[str, Any]]) -> None:
         assert self.journal is not None
         try:
-            self.journal.append(rec)
+            self.journal.append_many(recs)
         except StorageError as e:
             assert self.pool is not None
             self.pool.stop(e)

@@ -13,13 +13,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .journal import iter_segment_chunks, list_segments, segment_number, storage_error
+from .journal import iter_segment_payloads, list_segments, segment_number, storage_error
+from .minimality import batch_metrics
 
 DATA, FAILURES = "data", "failures"
-CHUNK_ROWS = 1000
+#: journal lines parsed per ``pyarrow.json`` call: small keeps the memory spike low
+CHUNK_ROWS = 200
+#: rows gathered per Parquet row group: chunk-sized groups (~200 data, ~20 failure rows) cost more to
+#: write and to read; bigger ones raise the memory spike
+ROW_GROUP_ROWS = 500
 
 _COMMON = [
     ("model_name", pa.string()),
@@ -89,56 +97,49 @@ def fsync_dir(d: Path) -> None:
 
 
 class ShardWriter:
-    """Turns journal segments into shards. Thread-safe to call from a worker thread (pure file work)."""
+    """Turns journal segments into shards. Thread-safe to call from a worker thread (pure file work).
+
+    Lines are parsed in chunks by ``pyarrow.json`` (C++, GIL released): no Python object per row or
+    value. A record with a (non-null) ``error_kind`` is a failure row, any other a data row."""
 
     def __init__(self, run_dir: Path, data: pa.Schema, failures: pa.Schema):
         self.run_dir = run_dir
         self.schemas = {DATA: data, FAILURES: failures}
         self.shards_written = 0
+        self._json_schema = _json_schema(data, failures)
 
     def compact(self, segment: Path) -> dict[str, int]:
         """Segment → shards (atomic), then delete the segment. Returns rows written per kind."""
         n = segment_number(segment)
-        tmp = {k: shard_path(self.run_dir, k, n).with_suffix(".parquet.tmp") for k in (DATA, FAILURES)}
-        writers: dict[str, pq.ParquetWriter] = {}
-        counts = {DATA: 0, FAILURES: 0}
+        files = {
+            k: _ShardFile(shard_path(self.run_dir, k, n).with_suffix(".parquet.tmp"), self.schemas[k])
+            for k in (DATA, FAILURES)
+        }
         seen: set[Any] = set()
         try:
-            for chunk in iter_segment_chunks(segment, CHUNK_ROWS):
-                by_kind: dict[str, list[dict[str, Any]]] = {DATA: [], FAILURES: []}
-                for rec in chunk:
-                    rid = rec["row_id"]
-                    if rid in seen:  # defensive: one row per row_id per shard
-                        continue
-                    seen.add(rid)
-                    by_kind[FAILURES if "error_kind" in rec else DATA].append(rec)
-                for kind, rows in by_kind.items():
-                    if not rows:
-                        continue
-                    table = pa.Table.from_pylist(rows, schema=self.schemas[kind])
-                    if kind not in writers:
-                        tmp[kind].parent.mkdir(parents=True, exist_ok=True)
-                        writers[kind] = pq.ParquetWriter(tmp[kind], self.schemas[kind], compression="zstd")
-                    writers[kind].write_table(table)
-                    counts[kind] += len(rows)
-            for kind, w in writers.items():
-                w.close()
-                _fsync_file(tmp[kind])
-            for kind in writers:
-                os.replace(tmp[kind], shard_path(self.run_dir, kind, n))
-                fsync_dir(tmp[kind].parent)
+            for payloads in iter_segment_payloads(segment, CHUNK_ROWS):
+                table = _drop_seen(_parse_chunk(payloads, self._json_schema), seen)
+                for kind, rows in self._split(table).items():
+                    files[kind].add(rows)
+            written = [k for k, f in files.items() if f.finish()]
+            for kind in written:
+                os.replace(files[kind].path, shard_path(self.run_dir, kind, n))
+                fsync_dir(files[kind].path.parent)
             segment.unlink()
             fsync_dir(segment.parent)
         except OSError as e:
-            for w in writers.values():
-                with contextlib.suppress(Exception):
-                    w.close()
-            for p in tmp.values():
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            for f in files.values():
+                f.abort()
             raise storage_error(e, f"shards in {self.run_dir}") from None
-        self.shards_written += len(writers)
-        return counts
+        self.shards_written += len(written)
+        return {k: f.rows for k, f in files.items()}
+
+    def _split(self, table: pa.Table) -> dict[str, pa.Table]:
+        """Parsed rows → data and failure rows, each with exactly its shard's columns and types; data
+        rows get their minimality metrics here (Arrow kernels, off the event loop)."""
+        failed = table.column("error_kind").is_valid()
+        parts = {DATA: _with_metrics(table.filter(pc.invert(failed))), FAILURES: table.filter(failed)}
+        return {k: t.select(self.schemas[k].names).cast(self.schemas[k]) for k, t in parts.items()}
 
     def recover(self, journal_dir: Path) -> int:
         """Start-up repair: drop temp files, redo every leftover segment. Returns segments compacted."""
@@ -151,6 +152,120 @@ class ShardWriter:
         for seg in segs:
             self.compact(seg)
         return len(segs)
+
+
+class _ShardFile:
+    """One shard being written to its temp path, in row groups of about ``ROW_GROUP_ROWS`` rows; the file
+    is created by the first row group (a kind without rows gets no file)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def finish(self) -> bool:
+        """Write what is pending, close and fsync. False when there were no rows (and there is no file)."""
+        self._flush()
+        if self._writer is None:
+            return False
+        self._writer.close()
+        _fsync_file(self.path)
+        return True
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        self._writer.write_table(pa.concat_tables(self._pending))
+        self.rows += self._pending_rows
+        self._pending, self._pending_rows = [], 0
+
+
+def _with_metrics(data: pa.Table) -> pa.Table:
+    """The metric columns computed from ``revision`` and ``student_solution`` (what the journal holds
+    for them, if anything, is replaced)."""
+    if not data.num_rows:
+        return data
+    metrics = batch_metrics(data.column("revision"), data.column("student_solution"))
+    for name, values in metrics.items():
+        data = data.set_column(data.schema.get_field_index(name), name, values)
+    return data
+
+
+def _json_schema(data: pa.Schema, failures: pa.Schema) -> pa.Schema:
+    """Every column of both shard kinds, in types ``pyarrow.json`` can read (cast to the shards' after)."""
+    fields = {f.name: f.with_type(_json_type(f.type)) for f in [*data, *failures]}
+    return pa.schema(list(fields.values()))
+
+
+def _json_type(t: pa.DataType) -> pa.DataType:
+    """``t``, or the nearest type ``pyarrow.json`` reads (it has no half floats and no large lists)."""
+    if pa.types.is_float16(t):
+        return pa.float64()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(t.value_field.with_type(_json_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_json_type(f.type)) for f in t])
+    return t
+
+
+def _parse_chunk(payloads: list[bytes], schema: pa.Schema) -> pa.Table:
+    """Journal payloads → a table of ``schema`` (absent keys null, unknown keys ignored), in order.
+
+    Checksummed lines hold what ``encode_record`` wrote, so ``pyarrow.json`` reads them; should it
+    fail all the same, the chunk is parsed line by line and the lines orjson cannot read are dropped."""
+    buf = b"\n".join(payloads)
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(buf),  # zero-copy, read without calling back into Python
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(buf) + 1),
+            parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+        )
+        table.validate(full=True)  # pyarrow.json does not check that strings are UTF-8; orjson does
+        return table
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.Table.from_pylist(_loads_intact(payloads), schema=schema)
+
+
+def _loads_intact(payloads: list[bytes]) -> list[dict[str, Any]]:
+    """The payloads orjson can parse, parsed; the others dropped."""
+    records: list[dict[str, Any]] = []
+    for p in payloads:
+        try:
+            records.append(orjson.loads(p))
+        except orjson.JSONDecodeError:
+            continue
+    return records
+
+
+def _drop_seen(table: pa.Table, seen: set[Any]) -> pa.Table:
+    """Rows whose ``row_id`` is not in ``seen`` nor earlier in ``table`` (defensive: one row per row_id
+    per segment, whichever its kind; the first wins); adds the new ids to ``seen``."""
+    keep: list[bool] = []
+    for rid in table.column("row_id").to_pylist():
+        keep.append(rid not in seen)
+        seen.add(rid)
+    return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
 
 
 def _fsync_file(p: Path) -> None:

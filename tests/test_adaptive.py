@@ -147,6 +147,18 @@ def test_latency_plateau_stops_growth_and_a_deep_queue_shrinks_gently():
     assert ctl.decreases == 0  # latency is not congestion
 
 
+def test_millisecond_latency_jitter_is_not_a_queue():
+    """At ~1 ms answers, our own hiccups (GC, a disk flush) triple the latency; that must not shrink
+    the window (in the 1M-row zero-latency benchmark it fell from 256 to 1)."""
+    ctl, clock = make(min_concurrency=1)
+    for _ in range(3):
+        round_trip(ctl, clock, latency=0.001)
+    start = ctl.concurrency
+    for _ in range(20):
+        round_trip(ctl, clock, latency=0.010)  # 10x the baseline, but only 9 ms more
+    assert ctl.concurrency > start and ctl.snapshot().baseline_latency_s < 0.005
+
+
 def test_latency_that_a_smaller_window_does_not_shorten_resets_the_baseline():
     ctl, clock = make(min_concurrency=4)
     for _ in range(2):
@@ -535,3 +547,11 @@ def test_load_independent_refusals_do_not_collapse_the_endpoint(monkeypatch, noi
     assert stats["min_concurrency"] >= 64, stats
     assert stats["ok_after"] >= 0.8 * (1 - noise) * FLAKY_RPS * 15, stats
     assert stats["refused"] <= (noise + 0.01) * stats["sent"], stats
+
+
+@pytest.mark.parametrize(("cap", "start"), [(1, 1), (8, 8), (20, 8), (64, 16), (256, 64), (1000, 250)])
+def test_an_endpoint_starts_its_slow_start_at_a_quarter_of_max_concurrency(cap, start):
+    from engine.dispatch import Endpoint
+
+    ep = Endpoint(name="e", url="http://127.0.0.1:9/v1", model="m", headers={}, generation={}, max_concurrency=cap)
+    assert ep.controller is not None and ep.controller.concurrency == start == ep.gate.limit

@@ -1,0 +1,98 @@
+"""Process memory settings (engine/memory.py): each runs in a child process, since they are process-wide."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def _child(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc settings")
+def test_tune_process_sets_the_allocator_and_arrow_pool():
+    out = _child("""
+        import pyarrow as pa
+        from engine.memory import tune_process, release_free_memory
+        applied = tune_process()
+        print(pa.default_memory_pool().backend_name, release_free_memory(), "|".join(applied), sep=";")
+    """)
+    backend, trimmed, applied = out.split(";")
+    assert backend == "system"
+    assert "malloc arenas <= 2" in applied and "mmap threshold 256 KiB" in applied
+    assert trimmed == "True"
+
+
+def test_refuse_pandas_keeps_pyarrow_working_without_pandas():
+    out = _child("""
+        import sys
+        from engine.memory import refuse_pandas
+        assert refuse_pandas()
+        import numpy as np, pyarrow as pa
+        arr = pa.array(np.arange(5))  # pyarrow's pandas check used to import pandas here
+        try:
+            import pandas
+            print("imported")
+        except ModuleNotFoundError as e:
+            print("refused", arr.to_pylist() == [0, 1, 2, 3, 4], "pandas" in sys.modules)
+    """)
+    assert out == "refused True False"
+
+
+def test_refuse_pandas_does_nothing_once_pandas_is_loaded():
+    out = _child("""
+        import pandas
+        from engine.memory import refuse_pandas
+        print(refuse_pandas())
+    """)
+    assert out == "False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux")
+def test_lower_thread_priority_only_affects_the_calling_thread():
+    out = _child("""
+        import os, threading
+        from engine.memory import lower_thread_priority
+        seen = {}
+        def worker():
+            seen["ok"] = lower_thread_priority()
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        t = threading.Thread(target=worker); t.start(); t.join()
+        main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        print(seen["ok"], seen["nice"] - main)
+    """)
+    assert out == "True 10"
+
+
+def test_a_clair_run_process_never_imports_pandas(tmp_path):
+    """The real `clair run` process (not an in-process call) refuses the pandas import for local inputs."""
+    out = _child(f"""
+        import sys
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        from pathlib import Path
+        from helpers import make_input, write_config
+        from engine.mockserver_proc import MockProcess
+        import subprocess
+        tmp = Path({str(tmp_path)!r})
+        inp = make_input(tmp, 300)
+        probe = tmp / "probe.py"
+        probe.write_text(
+            "import sys, atexit\\n"
+            "flag = sys.argv[1]\\n"
+            "atexit.register(lambda: open(flag, 'w').write(str('pandas' in sys.modules)))\\n"
+            "sys.argv = ['clair'] + sys.argv[2:]\\n"
+            "from engine.cli import main\\n"
+            "raise SystemExit(main())\\n"
+        )
+        with MockProcess(["--latency-ms", "1"]) as m:
+            cfg = write_config(tmp, m.url, inp)
+            rc = subprocess.run([sys.executable, str(probe), str(tmp / "flag"), "run", str(cfg)]).returncode
+        print(rc, (tmp / "flag").read_text())
+    """)
+    assert out.splitlines()[-1] == "0 False"

@@ -78,7 +78,7 @@ class Endpoint:
         cap = max(1, round(max_concurrency * weight)) if weight != 1.0 else max_concurrency
         self.max_concurrency = cap
         self.controller = (
-            AdaptiveController(cap, initial=initial_window(cap), user_rpm=rpm, user_tpm=tpm) if adaptive else None
+            AdaptiveController(cap, user_rpm=rpm, user_tpm=tpm) if adaptive else None
         )
         start = self.controller.concurrency if self.controller else cap
         self.gate = ConcurrencyGate(start)
@@ -135,12 +135,6 @@ class Endpoint:
             "latency": c.latency.summary(),
             "breaker_opened": self.breaker.opened_count,
         }
-
-
-def initial_window(max_concurrency: int) -> int:
-    """Where the adaptive slow start begins: a quarter of the configured ``max_concurrency`` (at least
-    8), so the window reaches it in two round trips (from 8 it took five: a second at 200 ms)."""
-    return min(max_concurrency, max(8, max_concurrency // 4))
 
 
 def _tpm_capacity(tpm: float) -> float:

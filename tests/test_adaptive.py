@@ -547,11 +547,3 @@ def test_load_independent_refusals_do_not_collapse_the_endpoint(monkeypatch, noi
     assert stats["min_concurrency"] >= 64, stats
     assert stats["ok_after"] >= 0.8 * (1 - noise) * FLAKY_RPS * 15, stats
     assert stats["refused"] <= (noise + 0.01) * stats["sent"], stats
-
-
-@pytest.mark.parametrize(("cap", "start"), [(1, 1), (8, 8), (20, 8), (64, 16), (256, 64), (1000, 250)])
-def test_an_endpoint_starts_its_slow_start_at_a_quarter_of_max_concurrency(cap, start):
-    from engine.dispatch import Endpoint
-
-    ep = Endpoint(name="e", url="http://127.0.0.1:9/v1", model="m", headers={}, generation={}, max_concurrency=cap)
-    assert ep.controller is not None and ep.controller.concurrency == start == ep.gate.limit

@@ -20,7 +20,9 @@ def test_tune_process_sets_the_allocator_and_arrow_pool():
     out = _child("""
         import pyarrow as pa
         from engine.memory import tune_process, release_free_memory
+        import gc
         applied = tune_process()
+        assert gc.get_threshold()[0] == 20000 and gc.get_freeze_count() > 0
         print(pa.default_memory_pool().backend_name, release_free_memory(), "|".join(applied), sep=";")
     """)
     backend, trimmed, applied = out.split(";")

@@ -11,8 +11,8 @@ Retries happen as errors occur: a failed attempt is put back on the shared queue
 Answers are recorded by one *finisher* task, not by the request tasks: a request task only does the
 cheap accounting and queues the answer. The finisher calls ``on_done`` (parse, journal) a few rows at a
 time and releases each row's concurrency slot once the row is recorded, yielding to the loop between
-slices, so new requests leave as soon as slots free instead of after a whole wave of answers has been
-processed. ``on_done`` gets the rows of one slice together (the journal writes them with one system
+batches, so new requests leave as soon as slots free instead of after a whole wave of answers has been
+processed. ``on_done`` gets the rows of one batch together (the journal writes them with one system
 call). A slot is held from the send until the answer is journaled, so answers received but not yet
 recorded never exceed the concurrency limit (a kill -9 loses at most that many paid requests).
 """
@@ -209,6 +209,8 @@ class Pool:
         self._ended = True
         for _ in range(len(self.endpoints) + 1):  # one per loop (extra ones are harmless)
             self.queue.put_nowait((priority, next(self._seq), None))
+        for ep in self.endpoints:
+            ep.breaker_changed.set()  # a loop waiting out an open breaker (minutes) takes its end now
 
     @property
     def in_flight(self) -> int:
@@ -300,7 +302,7 @@ class Pool:
             task.add_done_callback(self.tasks.discard)
 
     async def _wait_healthy(self, ep: Endpoint) -> None:
-        while not ep.disabled and not self.stopping and not ep.breaker.allow():
+        while not ep.disabled and not self.stopping and not self._ended and not ep.breaker.allow():
             if not self.paused and all(e.disabled or e.breaker.state != "closed" for e in self.endpoints):
                 self.paused = True
                 log.warning("every endpoint is failing (circuit breakers open); pausing until one recovers")
@@ -338,11 +340,13 @@ class Pool:
                 ep.in_flight -= 1
             if comp is not None:
                 self._on_success(ep, item, comp)
-                queued = self._queue_finish(ep, item, comp, None)
+                self._queue_finish(ep, item, comp, None)
+                queued = True
             else:
                 assert err is not None
                 if self._on_error(ep, item, err, loop.time() - item.first_sent):
-                    queued = self._queue_finish(ep, item, None, err)
+                    self._queue_finish(ep, item, None, err)
+                    queued = True
         except Exception as e:  # a bug: stop the run, keep state
             self.stop(e)
         finally:
@@ -351,11 +355,10 @@ class Pool:
 
     def _queue_finish(
         self, ep: Endpoint, item: WorkItem, comp: Completion | None, err: EndpointError | None
-    ) -> bool:
+    ) -> None:
         """Hand a finished row to the finisher, which records it and then frees its slot."""
         self._finq.append((item, comp, err, ep))
         self._finq_ready.set()
-        return True
 
     def _on_success(self, ep: Endpoint, item: WorkItem, comp: Completion) -> None:
         c = ep.counters

@@ -59,6 +59,9 @@ from .types import Completion, WorkItem
 
 log = logging.getLogger("clair")
 
+#: full journal segments allowed to wait for the shard writer before new rows wait too
+MAX_PENDING_SEGMENTS = 2
+
 
 @dataclass
 class RunReport:
@@ -163,6 +166,10 @@ class Job:
         self.stop_reason: str | None = None
         self.journal: Journal | None = None
         self._compact_q: asyncio.Queue[tuple[Path, int]] = asyncio.Queue()
+        self._segments_pending = 0  # full journal segments not yet turned into shards
+        self._writer_ready = asyncio.Event()  # set while that backlog is below MAX_PENDING_SEGMENTS
+        self._writer_ready.set()
+        self.writer_waits = 0
         self._window: asyncio.Semaphore | None = None
         self.max_tokens = cfg.max_tokens
 
@@ -337,7 +344,7 @@ class Job:
             first_segment=self.seg_start,
             rows_per_segment=cfg.output.rows_per_shard,
             fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0,
-            on_full=lambda path, n: self._compact_q.put_nowait((path, n)),
+            on_full=self._segment_full,
         )
         self.journal.open()
         window = sum(ep.max_concurrency for ep in self.endpoints)
@@ -396,6 +403,17 @@ class Job:
         assert self.pool is not None
         self.pool.stop()
 
+    def _segment_full(self, path: Path, seg: int) -> None:
+        self._segments_pending += 1
+        if self._segments_pending >= MAX_PENDING_SEGMENTS:
+            self._writer_ready.clear()
+        self._compact_q.put_nowait((path, seg))
+
+    def _segment_written(self) -> None:
+        self._segments_pending -= 1
+        if self._segments_pending < MAX_PENDING_SEGMENTS:
+            self._writer_ready.set()
+
     async def _compactor(self) -> None:
         loop = asyncio.get_running_loop()
         # one writer thread owns the shard files; it runs at a lower CPU priority than the event loop
@@ -406,6 +424,7 @@ class Job:
                 if n < 0:
                     return
                 await loop.run_in_executor(pool, self._compact, path)
+                self._segment_written()
 
     def _compact(self, segment: Path) -> None:
         self.writer.compact(segment)
@@ -437,6 +456,8 @@ class Job:
                 break
             extras = prepared.extras
             for i, rid in enumerate(prepared.row_ids):
+                if not self._writer_ready.is_set():
+                    await self._wait_for_writer()
                 await window.acquire()
                 if pool.stopping:
                     return
@@ -455,6 +476,15 @@ class Job:
         if not pool.stopping:
             self.counters.rows_total = seen_rows
             pool.finish_input()
+
+    async def _wait_for_writer(self) -> None:
+        """Backpressure from the shard writer: new rows wait while MAX_PENDING_SEGMENTS full journal
+        segments wait for compaction (a CPU-bound run would otherwise pile segments up on disk and
+        spend its last minutes compacting them)."""
+        if not self.writer_waits:
+            log.info("the shard writer is behind; new requests wait until it catches up")
+        self.writer_waits += 1
+        await self._writer_ready.wait()
 
     # ------------------------------------------------------------ results
 

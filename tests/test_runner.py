@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
 
-from engine import cli, load_config, run_job
+from engine import cli, load_config, run_job, runner
 from engine.client import FakeClient
 from engine.errors import StorageError
+from engine.journal import list_segments
 from engine.mockserver import build_answer, mock_revision
 from engine.mockserver_proc import MockProcess
 from engine.results import current_failures
@@ -164,3 +167,59 @@ def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> Non
         run_job(cfg, client=fake())
     data, fails = read_ids(tmp_path / "run")
     assert sorted(data + fails) == sorted(set(data + fails))  # whatever finished is kept, once
+
+
+def test_a_slow_shard_writer_holds_new_requests_back(tmp_path: Path, monkeypatch) -> None:
+    """Backpressure: at most MAX_PENDING_SEGMENTS full journal segments wait for the writer; new rows
+    wait meanwhile, and every row still ends up in a shard once."""
+    inp = make_input(tmp_path, 400)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, output={"rows_per_shard": 20}))
+    journal_dir = tmp_path / "run" / "journal"
+    most = {"segments": 0}
+    real = runner.Job._compact
+
+    def slow_compact(self: runner.Job, segment: Path) -> None:
+        # full segments on disk, the one being compacted included (the open one is not full)
+        full = [p for p in list_segments(journal_dir) if p != list_segments(journal_dir)[-1]]
+        most["segments"] = max(most["segments"], len(full))
+        time.sleep(0.05)
+        real(self, segment)
+
+    monkeypatch.setattr(runner.Job, "_compact", slow_compact)
+    job = runner.Job(cfg, client=fake())
+    rep = asyncio.run(job.run())
+    assert rep.status == "completed" and job.writer_waits > 0
+    assert most["segments"] <= runner.MAX_PENDING_SEGMENTS
+    assert_exactly_once(tmp_path / "run", 400)
+
+
+def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
+    """When the last row is done, a dispatcher waiting out an open breaker (up to minutes) must not
+    hold the run open."""
+    from engine.dispatch import Endpoint, Pool
+    from engine.errors import HTTPStatusError
+    from engine.retry import RetryPolicy
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        if "dead" in url:
+            raise HTTPStatusError(500, "server error")
+        await asyncio.sleep(0.01)
+        return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
+
+    async def main() -> float:
+        eps = [Endpoint(name=n, url=f"http://{n}/v1", model="m", headers={}, generation={}, max_concurrency=2,
+                        breaker_failures=1, breaker_open_s=60.0) for n in ("dead", "live")]
+        done: list[Any] = []
+        pool = Pool(eps, FakeClient(handler), RetryPolicy(max_attempts=50, base_delay_s=0.0, max_delay_s=0.0),
+                    lambda batch: done.extend(batch), seed=1)
+        from engine.types import WorkItem
+
+        for i in range(40):
+            pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
+        pool.finish_input()
+        t0 = time.perf_counter()
+        await asyncio.wait_for(pool.run(), timeout=30)
+        assert len(done) == 40 and eps[0].breaker.state != "closed"
+        return time.perf_counter() - t0
+
+    assert asyncio.run(main()) < 15  # the dead endpoint's breaker stays open for 60 s

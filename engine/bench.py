@@ -328,14 +328,23 @@ def proc_cpu_s(pid: int) -> float | None:
 def proc_hwm_mb(pid: int) -> float | None:
     """Peak RSS so far (VmHWM) of a live process. ``wait4``'s ``ru_maxrss`` is not used for this: a child
     started by ``fork``/``vfork`` + ``exec`` inherits the high-water mark of the parent's memory."""
+    return proc_status_mb(pid).get("VmHWM")
+
+
+def proc_status_mb(pid: int) -> dict[str, float]:
+    """VmHWM, RssAnon (private memory) and RssFile (mapped file pages: mostly shared libraries) in MB.
+    RssFile depends on the page cache: library files just written by ``pip install`` sit in large
+    folios (ext4, Linux >= 6.16), and mapping one page maps the whole folio (+35-40 MB measured)."""
+    out: dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
             for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                key = line.split(b":", 1)[0]
+                if key in (b"VmHWM", b"RssAnon", b"RssFile"):
+                    out[key.decode()] = int(line.split()[1]) / 1024
     except (OSError, IndexError, ValueError):
         pass
-    return None
+    return out
 
 
 def proc_rss_mb(pid: int) -> float | None:
@@ -393,18 +402,22 @@ class Sample:
     engine_cpu_s: float | None
     engine_rss_mb: float | None
     engine_hwm_mb: float | None = None
+    engine_anon_mb: float | None = None  # private memory (RssAnon)
+    engine_file_mb: float | None = None  # mapped file pages (RssFile)
 
 
 def _from_stats(t: float, s: dict[str, Any], cpu: float | None, rss: float | None = None,
-                hwm: float | None = None) -> Sample:
+                mem: dict[str, float] | None = None) -> Sample:
+    mem = mem or {}
     return Sample(t=t, requests=s["requests"], responses=chat_responses(s), completions=s["completions"],
                   status_429=s.get("status", {}).get("429", 0), in_flight=s.get("in_flight", 0),
-                  mock_cpu_s=s["cpu_s"], engine_cpu_s=cpu, engine_rss_mb=rss, engine_hwm_mb=hwm)
+                  mock_cpu_s=s["cpu_s"], engine_cpu_s=cpu, engine_rss_mb=rss, engine_hwm_mb=mem.get("VmHWM"),
+                  engine_anon_mb=mem.get("RssAnon"), engine_file_mb=mem.get("RssFile"))
 
 
 def _sample(t0: float, mock: MockStats, pid: int) -> Sample:
     s = mock.get()
-    return _from_stats(time.perf_counter() - t0, s, proc_cpu_s(pid), proc_rss_mb(pid), proc_hwm_mb(pid))
+    return _from_stats(time.perf_counter() - t0, s, proc_cpu_s(pid), proc_rss_mb(pid), proc_status_mb(pid))
 
 
 def steady_window(samples: list[Sample]) -> tuple[float, float] | None:
@@ -680,6 +693,8 @@ def summarize(
             "cpu_ms_per_row_window": _r(cpu_window * 1000 / rows) if (rows and cpu_window is not None) else None,
             "cpu_util_window": _r(cpu_window / window_s) if (window_s and cpu_window is not None) else None,
             "peak_rss_mb": _r(max((x.engine_hwm_mb or 0.0) for x in samples), 1),
+            "peak_anon_mb": _r(max((x.engine_anon_mb or 0.0) for x in samples), 1),
+            "peak_file_mb": _r(max((x.engine_file_mb or 0.0) for x in samples), 1),
             "rss_mb_at_progress": rss_at,
         },
         "mock": {
@@ -796,7 +811,9 @@ def format_result(res: dict[str, Any]) -> str:
         f"end to end; {_f(e['cpu_ms_per_row_window'], '.3f')} ms/row in the window, "
         f"{_f(e['cpu_util_window'] and e['cpu_util_window'] * 100, '.0f', '%')} of a core)",
         f"  engine memory  peak RSS {_f(e['peak_rss_mb'])} MB; RSS at 10/50/90% of rows: "
-        + ", ".join(f"{v:.0f}" for v in e["rss_mb_at_progress"].values()) + " MB",
+        + ", ".join(f"{v:.0f}" for v in e["rss_mb_at_progress"].values()) + " MB"
+        + (f" (sampled peaks: private {_f(e.get('peak_anon_mb'))} MB, mapped files {_f(e.get('peak_file_mb'))} MB)"
+           if e.get("peak_anon_mb") else ""),
         f"  mock           CPU {_f(m['cpu_s'])} s, {_f(m['cpu_util_window'] and m['cpu_util_window'] * 100, '.0f', '%')}"
         f" of a core{' — SATURATED: the mock may be what limits this run' if m['saturated'] else ''}; "
         f"machine {_f(m['machine_cpu_util_window'] and m['machine_cpu_util_window'] * 100, '.0f', '%')} busy",

@@ -165,6 +165,8 @@ def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monke
     e, m = res["engine"], res["mock"]
     assert e["cpu_s"] > 0 and e["cpu_ms_per_row"] == pytest.approx(e["cpu_s"] * 1000 / n, rel=1e-2)
     assert e["peak_rss_mb"] > 20
+    if sys.platform.startswith("linux"):  # the split of the peak: private memory and mapped files
+        assert 0 < e["peak_anon_mb"] < e["peak_rss_mb"] and 0 < e["peak_file_mb"] < e["peak_rss_mb"]
     assert m["cpu_s"] > 0 and isinstance(m["saturated"], bool)
     lat = res["latency"]
     assert lat["ttfb"] is None and "stream" in lat["ttfb_note"]

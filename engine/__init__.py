@@ -12,10 +12,33 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import JobConfig, load_config  # noqa: E402
-from .errors import ClairError, UserError  # noqa: E402
-from .results import load_results  # noqa: E402
-from .runner import RunReport, arun_job, run_job  # noqa: E402
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import JobConfig, load_config
+    from .errors import ClairError, UserError
+    from .results import load_results
+    from .runner import RunReport, arun_job, run_job
+
+#: where each public name lives; imported on first use (PEP 562), so that ``import engine.cli`` stays
+#: light and a ``clair run`` process can choose its memory settings before pyarrow is loaded
+_LAZY = {
+    "JobConfig": "config", "load_config": "config",
+    "ClairError": "errors", "UserError": "errors",
+    "load_results": "results",
+    "RunReport": "runner", "arun_job": "runner", "run_job": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClairError",

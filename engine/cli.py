@@ -151,15 +151,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .dryrun import dry_run
 
         return dry_run(cfg)
-    from .progress import make_reporter
-    from .runner import run_job
-
     if getattr(args, "own_process", False):  # process-wide memory settings: only in a process of our own
         from .memory import refuse_pandas, tune_process
 
-        tune_process()
         if cfg.input.path and not cfg.input.dataset:
-            refuse_pandas()
+            refuse_pandas()  # before the runner imports pyarrow
+        tune_process()
+    from .progress import make_reporter
+    from .runner import run_job
 
     mode = args.progress or cfg.run.progress
     reporter = make_reporter(mode, cfg.run.progress_interval_s)

@@ -94,23 +94,30 @@ def lower_thread_priority() -> bool:
     return True
 
 
+#: pyarrow's remote filesystems (their cloud SDK libraries: ~10 MB mapped); ``pyarrow.fs`` imports each
+#: only if it can, and works without them. A run reads local files and writes local shards
+REMOTE_FILESYSTEMS = ("pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs", "pyarrow._hdfs")
+
+
 class _Refuse(importlib.abc.MetaPathFinder):
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
-        if fullname == self.name or fullname.startswith(self.name + "."):
-            raise ModuleNotFoundError(f"{self.name} is not loaded in a clair run process", name=fullname)
+        if any(fullname == n or fullname.startswith(n + ".") for n in self.names):
+            raise ModuleNotFoundError(f"{fullname} is not loaded in a clair run process", name=fullname)
         return None
 
 
 def refuse_pandas() -> bool:
     """pyarrow imports pandas (~40 MB) the first time ``pa.array`` converts Python or numpy values,
     only to check whether they are pandas objects; a run of local files never uses pandas. Makes
-    ``import pandas`` fail in this process (pyarrow then assumes it is absent). Not for processes that
+    ``import pandas`` fail in this process (pyarrow then assumes it is absent), and, when ``pyarrow.fs``
+    is not loaded yet, pyarrow's remote filesystems too (``REMOTE_FILESYSTEMS``). Not for processes that
     load a hub dataset (``datasets`` needs pandas). False when pandas is already loaded."""
     if "pandas" in sys.modules:
         return False
     if not any(isinstance(f, _Refuse) for f in sys.meta_path):
-        sys.meta_path.insert(0, _Refuse("pandas"))
+        remote = () if "pyarrow.fs" in sys.modules else REMOTE_FILESYSTEMS
+        sys.meta_path.insert(0, _Refuse(("pandas", *remote)))
     return True

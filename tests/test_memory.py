@@ -38,6 +38,10 @@ def test_refuse_pandas_keeps_pyarrow_working_without_pandas():
         assert refuse_pandas()
         import numpy as np, pyarrow as pa
         arr = pa.array(np.arange(5))  # pyarrow's pandas check used to import pandas here
+        import io, pyarrow.fs, pyarrow.parquet as pq  # local files still work without the remote filesystems
+        buf = io.BytesIO(); pq.write_table(pa.table({"a": arr}), buf)
+        assert pq.read_table(io.BytesIO(buf.getvalue())).num_rows == 5 and "pyarrow._s3fs" not in sys.modules
+        assert pyarrow.fs.LocalFileSystem() is not None
         try:
             import pandas
             print("imported")
@@ -73,7 +77,8 @@ def test_lower_thread_priority_only_affects_the_calling_thread():
 
 
 def test_a_clair_run_process_never_imports_pandas(tmp_path):
-    """The real `clair run` process (not an in-process call) refuses the pandas import for local inputs."""
+    """The real `clair run` process (not an in-process call) refuses the pandas import for local inputs,
+    and pyarrow's remote filesystems."""
     out = _child(f"""
         import sys
         sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
@@ -87,7 +92,7 @@ def test_a_clair_run_process_never_imports_pandas(tmp_path):
         probe.write_text(
             "import sys, atexit\\n"
             "flag = sys.argv[1]\\n"
-            "atexit.register(lambda: open(flag, 'w').write(str('pandas' in sys.modules)))\\n"
+            "atexit.register(lambda: open(flag, 'w').write(str('pandas' in sys.modules or 'pyarrow._s3fs' in sys.modules)))\\n"
             "sys.argv = ['clair'] + sys.argv[2:]\\n"
             "from engine.cli import main\\n"
             "raise SystemExit(main())\\n"

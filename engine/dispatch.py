@@ -175,6 +175,7 @@ class Pool:
         self.stopped = asyncio.Event()
         self._finq: deque[Finished] = deque()  # rows waiting to be recorded
         self._finq_ready = asyncio.Event()
+        self._finisher_task: asyncio.Task[None] | None = None  # None: answers are recorded on arrival
 
     # -- feeding
 
@@ -223,13 +224,14 @@ class Pool:
         if self.input_done and self.outstanding == 0:
             return
         loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
-        finisher = asyncio.create_task(self._finisher(), name="finisher")
+        self._finisher_task = asyncio.create_task(self._finisher(), name="finisher")
         try:
             await asyncio.gather(*loops)
         finally:
             for t in loops:
                 t.cancel()
-            finisher.cancel()
+            self._finisher_task.cancel()
+            self._finisher_task = None  # answers still in flight (Ctrl-C grace period) are recorded on arrival
             self.flush()
 
     def flush(self) -> None:
@@ -238,12 +240,17 @@ class Pool:
             self._record_batch(len(self._finq))
 
     async def _finisher(self) -> None:
-        while True:
-            if not self._finq:
-                self._finq_ready.clear()
-                await self._finq_ready.wait()
-            self._record_batch(FINISH_BATCH_ROWS)
-            await asyncio.sleep(0)  # let the dispatchers refill the slots just released
+        try:
+            while True:
+                if not self._finq:
+                    self._finq_ready.clear()
+                    await self._finq_ready.wait()
+                self._record_batch(FINISH_BATCH_ROWS)
+                await asyncio.sleep(0)  # let the dispatchers refill the slots just released
+        except Exception as e:  # a bug: record what is left on arrival, stop the run
+            self._finisher_task = None
+            self.stop(e)
+            self.flush()
 
     def _record_batch(self, rows: int) -> None:
         """Hand ``on_done`` up to ``rows`` finished rows, then free their slots."""
@@ -356,9 +363,13 @@ class Pool:
     def _queue_finish(
         self, ep: Endpoint, item: WorkItem, comp: Completion | None, err: EndpointError | None
     ) -> None:
-        """Hand a finished row to the finisher, which records it and then frees its slot."""
+        """Hand a finished row to the finisher, which records it and then frees its slot (recorded at once
+        when no finisher runs: after the pool's end, e.g. answers arriving in the Ctrl-C grace period)."""
         self._finq.append((item, comp, err, ep))
-        self._finq_ready.set()
+        if self._finisher_task is None:
+            self.flush()
+        else:
+            self._finq_ready.set()
 
     def _on_success(self, ep: Endpoint, item: WorkItem, comp: Completion) -> None:
         c = ep.counters

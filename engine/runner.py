@@ -423,7 +423,13 @@ class Job:
                 path, n = await self._compact_q.get()
                 if n < 0:
                     return
-                await loop.run_in_executor(pool, self._compact, path)
+                try:
+                    await loop.run_in_executor(pool, self._compact, path)
+                except Exception as e:  # e.g. the disk is full: stop the run (its state stays resumable)
+                    assert self.pool is not None
+                    self.pool.stop(e)
+                    self._writer_ready.set()  # nothing may wait for a writer that has stopped
+                    return
                 self._segment_written()
 
     def _compact(self, segment: Path) -> None:

@@ -223,3 +223,57 @@ def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
         return time.perf_counter() - t0
 
     assert asyncio.run(main()) < 15  # the dead endpoint's breaker stays open for 60 s
+
+
+def test_a_failing_compaction_stops_the_run_instead_of_hanging_it(tmp_path: Path, monkeypatch) -> None:
+    """With writer backpressure, a writer that died used to leave the producer waiting forever."""
+    inp = make_input(tmp_path, 300)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, output={"rows_per_shard": 20}))
+
+    def broken(self: runner.Job, segment: Path) -> None:
+        raise StorageError("cannot write shards (No space left on device); free space and resume")
+
+    monkeypatch.setattr(runner.Job, "_compact", broken)
+
+    async def main() -> BaseException | None:
+        task = asyncio.create_task(runner.Job(cfg, client=fake()).run())
+        done, _ = await asyncio.wait({task}, timeout=30)  # a hang detector, not a speed check
+        assert done, "the run hung after the writer failed"
+        return task.exception()
+
+    assert isinstance(asyncio.run(main()), StorageError)
+    monkeypatch.undo()
+    assert run_job(cfg, client=fake()).status == "completed"  # the journal kept every answer: resume
+    assert_exactly_once(tmp_path / "run", 300)
+
+
+def test_answers_arriving_after_the_pool_ends_are_recorded_at_once() -> None:
+    """Ctrl-C: the dispatchers end, requests in flight finish in the grace period; their answers must
+    reach the journal as they arrive, not only when the grace period is over."""
+    from engine.dispatch import Endpoint, Pool
+    from engine.retry import RetryPolicy
+    from engine.types import WorkItem
+
+    delays = iter([0.2, 0.3, 0.4, 0.5] + [0.1] * 20)
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        await asyncio.sleep(next(delays))
+        return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
+
+    async def main() -> None:
+        ep = Endpoint(name="e", url="http://e/v1", model="m", headers={}, generation={}, max_concurrency=4,
+                      adaptive=False)
+        done: list[Any] = []
+        pool = Pool([ep], FakeClient(handler), RetryPolicy(), lambda batch: done.extend(batch))
+        for i in range(20):
+            pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
+        run = asyncio.create_task(pool.run())
+        await asyncio.sleep(0.05)  # 4 requests in flight, answering at 0.2, 0.3, 0.4 and 0.5 s
+        pool.stop()
+        await asyncio.sleep(0.2)  # the first answer frees a slot: the dispatcher ends, and the pool
+        assert run.done() and len(done) == 1
+        await asyncio.sleep(0.35)  # the other three arrive after the pool's end
+        assert len(done) == 4 and ep.gate.in_flight == 0  # recorded on arrival, slots freed
+        assert await pool.drain(1.0) == 0 and len(done) == 4
+
+    asyncio.run(main())

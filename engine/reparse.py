@@ -117,7 +117,8 @@ def _reparse_pair(run_dir: Path, n: int, markers: Markers, max_tokens: int, stat
     old: dict[str, list[dict[str, Any]]] = {DATA: [], FAILURES: []}
     for k, p in paths.items():
         if p.exists():
-            t = pq.read_table(p)
+            with pq.ParquetFile(p) as f:  # not read_table: no dataset scanner threads (apache/arrow#34314)
+                t = f.read()
             schemas[k] = t.schema
             old[k] = t.to_pylist()
     if len(schemas) < 2:

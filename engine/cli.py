@@ -152,10 +152,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return dry_run(cfg)
     if getattr(args, "own_process", False):  # process-wide memory settings: only in a process of our own
-        from .memory import refuse_pandas, tune_process
+        from .memory import refuse_unused_imports, tune_process
 
         if cfg.input.path and not cfg.input.dataset:
-            refuse_pandas()  # before the runner imports pyarrow
+            refuse_unused_imports()  # before the runner imports pyarrow
         tune_process()
     from .progress import make_reporter
     from .runner import run_job

@@ -5,11 +5,12 @@ Layout: ``RUN/journal/seg-NNNNN.log``, one record per line::
     <crc32 of payload, 8 hex digits> <orjson payload>\\n
 
 Finished rows are handed to the OS as soon as they are recorded (one ``os.write`` per batch of a few
-rows, before their request slots are freed), so a ``kill -9`` loses nothing that was recorded; a committer task ``fsync``s in group commits every ``fsync_interval``
-seconds (power loss loses at most that window). A segment holds ``rows_per_shard`` records; a full
-segment is handed to the sink, which turns it into Parquet shards and deletes it only after the
-shards are renamed into place. A torn tail (half a record, or a record whose checksum does not match)
-is detected on replay and dropped, never parsed into a bad row.
+rows, before their request slots are freed), so a ``kill -9`` loses nothing that was recorded; a
+committer task ``fsync``s in group commits every ``fsync_interval`` seconds (power loss loses at most
+that window). A segment holds ``rows_per_shard`` records; a full segment is handed to the sink, which
+turns it into Parquet shards and deletes it only after the shards are renamed into place. A torn tail
+(half a record, or a record whose checksum does not match) is detected on replay and dropped, never
+parsed into a bad row.
 """
 
 from __future__ import annotations
@@ -138,12 +139,9 @@ class Journal:
             raise storage_error(e, f"the journal in {self.dir}") from None
         self.count = 0
 
-    def append(self, rec: dict[str, Any]) -> None:
-        """Write one record to the OS now (survives kill -9); fsync follows within the interval."""
-        self.append_many([rec])
-
     def append_many(self, recs: list[dict[str, Any]]) -> None:
-        """Write records to the OS now, one ``os.write`` per segment they fall in."""
+        """Write records to the OS now, one ``os.write`` per segment they fall in (survives kill -9);
+        fsync follows within the interval."""
         if self.error is not None:
             raise self.error
         while recs:

@@ -109,7 +109,7 @@ class _Refuse(importlib.abc.MetaPathFinder):
         return None
 
 
-def refuse_pandas() -> bool:
+def refuse_unused_imports() -> bool:
     """pyarrow imports pandas (~40 MB) the first time ``pa.array`` converts Python or numpy values,
     only to check whether they are pandas objects; a run of local files never uses pandas. Makes
     ``import pandas`` fail in this process (pyarrow then assumes it is absent), and, when ``pyarrow.fs``

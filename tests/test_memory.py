@@ -31,11 +31,11 @@ def test_tune_process_sets_the_allocator_and_arrow_pool():
     assert trimmed == "True"
 
 
-def test_refuse_pandas_keeps_pyarrow_working_without_pandas():
+def test_refuse_unused_imports_keeps_pyarrow_working_without_pandas():
     out = _child("""
         import sys
-        from engine.memory import refuse_pandas
-        assert refuse_pandas()
+        from engine.memory import refuse_unused_imports
+        assert refuse_unused_imports()
         import numpy as np, pyarrow as pa
         arr = pa.array(np.arange(5))  # pyarrow's pandas check used to import pandas here
         import io, pyarrow.fs, pyarrow.parquet as pq  # local files still work without the remote filesystems
@@ -54,11 +54,11 @@ def test_refuse_pandas_keeps_pyarrow_working_without_pandas():
     assert out == "refused True False"
 
 
-def test_refuse_pandas_does_nothing_once_pandas_is_loaded():
+def test_refuse_unused_imports_does_nothing_once_pandas_is_loaded():
     out = _child("""
         import pandas
-        from engine.memory import refuse_pandas
-        print(refuse_pandas())
+        from engine.memory import refuse_unused_imports
+        print(refuse_unused_imports())
     """)
     assert out == "False"
 

@@ -29,6 +29,8 @@ TRIM_THRESHOLD = 1024 * 1024
 #: the cyclic garbage collector's first-generation threshold (Python's default is 700): a run makes
 #: dozens of short-lived objects per request, so the default collects several hundred times a second
 GC_GEN0_THRESHOLD = 20_000
+#: read by Arrow's C++ library once, when pyarrow loads (a user's own setting is kept)
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 @cache
@@ -45,7 +47,7 @@ def _glibc() -> ctypes.CDLL | None:
 def tune_process() -> list[str]:
     """At most ``ARENAS`` malloc arenas, a fixed mmap threshold, Arrow allocating through malloc (so
     that trimming returns its freed buffers too), and a less eager garbage collector. Call once,
-    before threads start. Returns what was applied."""
+    before threads start and before pyarrow is imported. Returns what was applied."""
     applied = []
     gc.freeze()  # what is alive now (modules, config) is never scanned again
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
@@ -59,13 +61,20 @@ def tune_process() -> list[str]:
         ):
             if libc.mallopt(param, value) == 1:
                 applied.append(what)
-    try:
-        import pyarrow as pa
+    if "pyarrow" not in sys.modules:
+        # Arrow's C++ default pool, which its JSON reader, Parquet writer and kernels use whatever
+        # pyarrow's own default is, is chosen from this variable when pyarrow loads: with mimalloc there,
+        # a run kept ~55 MB of freed compaction buffers (peak RSS 233 -> 179 MB on the 32k-row benchmark)
+        pool = os.environ.setdefault(ARROW_POOL_ENV, "system")
+        applied.append(f"arrow {pool} pool")
+    else:  # too late for Arrow's own default: at least pyarrow's calls allocate through malloc
+        try:
+            import pyarrow as pa
 
-        pa.set_memory_pool(pa.system_memory_pool())
-        applied.append("arrow system pool")
-    except (ImportError, NotImplementedError):  # pragma: no cover - system pool is always built
-        pass
+            pa.set_memory_pool(pa.system_memory_pool())
+            applied.append("arrow system pool (pyarrow calls only)")
+        except (ImportError, NotImplementedError):  # pragma: no cover - system pool is always built
+            pass
     return applied
 
 

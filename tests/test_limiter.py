@@ -388,9 +388,9 @@ def test_rate_limiter_unlimited_and_switching_at_run_time(monkeypatch):
         waiter = asyncio.create_task(limiter.acquire())
         await asyncio.sleep(0.5)
         assert not waiter.done()
-        limiter.set_rpm(None)  # the polling waiter passes on its next poll
+        limiter.set_rpm(None)  # wakes the waiter, which passes at once
         await waiter
-        assert now() <= 0.52
+        assert now() == pytest.approx(0.5)
 
     run(main())
 
@@ -404,5 +404,55 @@ def test_rate_limiter_lowering_rpm_keeps_history(monkeypatch):
         await limiter.acquire()
         assert 1.0 <= now() <= 1.02
         assert limiter.rate_limit == 1
+
+    run(main())
+
+
+def test_rate_limiter_waiter_sleeps_until_a_slot_frees_instead_of_polling(monkeypatch):
+    # asyncio-throttle's own acquire polls every 10 ms: ~14 ms of CPU per second per waiting dispatcher
+    async def main():
+        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
+        limiter = RequestRateLimiter(30)  # 1 per 2 s
+        checks = []
+        flush = limiter._throttler.flush
+        monkeypatch.setattr(limiter._throttler, "flush", lambda: (checks.append(now()), flush())[1])
+        await _acquire_times(limiter, 3)
+        assert 4.0 <= now() <= 4.01
+        assert len(checks) <= 6  # a check on arrival and one when the slot frees, per acquire
+
+    run(main())
+
+
+def test_rate_limiter_raising_rpm_wakes_the_waiter_at_once(monkeypatch):
+    async def main():
+        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
+        limiter = RequestRateLimiter(60)
+        await limiter.acquire()
+        waiter = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.25)
+        limiter.set_rpm(600)  # 10 per second: the slot is free now
+        await waiter
+        assert now() == pytest.approx(0.25)
+        limiter.set_rpm(1)  # lowering it never releases anyone early
+        late = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(10)
+        assert not late.done()
+        late.cancel()
+
+    run(main())
+
+
+def test_rate_limiter_cancelled_waiter_leaves_no_timer_or_send(monkeypatch):
+    async def main():
+        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
+        limiter = RequestRateLimiter(60)
+        await limiter.acquire()
+        waiter = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.5)
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        assert limiter._wake is None and len(limiter._throttler._task_logs) == 1
+        await limiter.acquire()  # the next acquire still waits for the window
+        assert 1.0 <= now() <= 1.01
 
     run(main())

@@ -176,6 +176,7 @@ class Pool:
         self._finq: deque[Finished] = deque()  # rows waiting to be recorded
         self._finq_ready = asyncio.Event()
         self._finisher_task: asyncio.Task[None] | None = None  # None: answers are recorded on arrival
+        self._loops: list[asyncio.Task[None]] = []  # one dispatcher per live endpoint, while run() runs
 
     # -- feeding
 
@@ -198,6 +199,11 @@ class Pool:
             h.cancel()
         self.timers.clear()
         self._end_loops(priority=-1)
+        # a dispatcher waiting for its rate limits holds a row it must not send now (it would be paid
+        # for after the stop): cancelled, it puts the row back unsent
+        for t in self._loops:
+            if t is not asyncio.current_task():
+                t.cancel()
         self.stopped.set()
 
     def _maybe_end(self) -> None:
@@ -223,16 +229,26 @@ class Pool:
         live = [ep for ep in self.endpoints if not ep.disabled]
         if self.input_done and self.outstanding == 0:
             return
-        loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
+        loops = self._loops = [asyncio.create_task(self._loop(ep), name=f"dispatch:{ep.name}") for ep in live]
+        for t in loops:
+            t.add_done_callback(self._loop_ended)
         self._finisher_task = asyncio.create_task(self._finisher(), name="finisher")
         try:
-            await asyncio.gather(*loops)
+            ended = await asyncio.gather(*loops, return_exceptions=True)  # stop() cancels them
+            bug = next((e for e in ended if isinstance(e, Exception)), None)
+            if bug is not None:
+                raise bug
         finally:
+            self._loops = []
             for t in loops:
                 t.cancel()
             self._finisher_task.cancel()
             self._finisher_task = None  # answers still in flight (Ctrl-C grace period) are recorded on arrival
             self.flush()
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.stop(task.exception())  # a bug in one dispatcher stops the others too
 
     def flush(self) -> None:
         """Record every answer already received (``drain`` and the end of ``run`` call this)."""

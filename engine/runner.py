@@ -498,12 +498,18 @@ class Job:
         """Record a batch of finished rows (one journal write), then free their producer window."""
         assert self._window is not None
         try:
-            recs = [
-                self._completion_record(item, comp, ep) if comp is not None
-                else self._failure_record(item, err.kind, str(err), err.raw, ep)  # type: ignore[union-attr]
-                for item, comp, err, ep in batch
-            ]
+            recs, bug = [], None
+            for item, comp, err, ep in batch:
+                try:
+                    recs.append(
+                        self._completion_record(item, comp, ep) if comp is not None
+                        else self._failure_record(item, err.kind, str(err), err.raw, ep)  # type: ignore[union-attr]
+                    )
+                except Exception as e:  # a bug for one row: the batch's other answers are still kept
+                    bug = bug or e
             self._append(recs)
+            if bug is not None:
+                raise bug
         finally:
             for _ in batch:
                 self._window.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,67 @@ def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
     assert asyncio.run(main()) < 15  # the dead endpoint's breaker stays open for 60 s
 
 
+def test_a_stop_sends_nothing_more_from_a_dispatcher_waiting_for_tokens_per_minute() -> None:
+    """A dispatcher holding a row while it waits in the tokens/min bucket must not send it after the
+    pool stopped (it would be paid for and never recorded), nor hold the pool open until tokens come."""
+    from engine.dispatch import Endpoint, Pool
+    from engine.retry import RetryPolicy
+    from engine.types import WorkItem
+
+    sent: list[Any] = []
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        sent.append(body["messages"][-1]["content"])
+        return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
+
+    async def main() -> None:
+        # 0.06 tokens/min: the first row passes on the full bucket, the second waits ~1,000 s for tokens
+        ep = Endpoint(name="e", url="http://e/v1", model="m", headers={}, generation={}, max_concurrency=4,
+                      tpm=0.06)
+        done: list[Any] = []
+        pool = Pool([ep], FakeClient(handler), RetryPolicy(max_attempts=1), lambda batch: done.extend(batch))
+        for i in range(3):
+            pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": f"row {i}"}], 10, {}))
+        pool.finish_input()
+        run = asyncio.create_task(pool.run())
+        while not done:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the dispatcher is now waiting in the bucket with row 1
+        pool.stop()
+        await asyncio.wait_for(run, timeout=30)  # a hang detector: the bucket alone would take ~1,000 s
+        await pool.drain(0.0)
+        assert sent == ["row 0"] and len(done) == 1 and ep.gate.in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_a_bug_in_a_dispatcher_stops_the_run_with_its_error(tmp_path: Path, monkeypatch) -> None:
+    """It used to end the dispatcher silently: the run returned with rows neither done nor failed."""
+    from engine import dispatch
+
+    inp = make_input(tmp_path, 30)
+    cfg = load_config(write_config(
+        tmp_path, "http://127.0.0.1:9/v1", inp,
+        endpoints=[{"url": "http://127.0.0.1:9/v1", "model": "mock-clair", "max_concurrency": 4,
+                    "tokens_per_minute": 10_000_000}],
+    ))
+    calls = {"n": 0}
+    real_cost = dispatch.Endpoint.cost
+
+    def cost(self: Any, item: Any) -> float:
+        calls["n"] += sys._getframe(1).f_code.co_name == "_loop"  # the dispatcher's own call
+        if calls["n"] == 5:
+            raise RuntimeError("a bug in the dispatcher")
+        return real_cost(self, item)
+
+    monkeypatch.setattr(dispatch.Endpoint, "cost", cost)
+    with pytest.raises(RuntimeError, match="a bug in the dispatcher"):
+        run_job(cfg, client=fake())
+    monkeypatch.setattr(dispatch.Endpoint, "cost", real_cost)
+    assert run_job(cfg, client=fake()).status == "completed"
+    assert_exactly_once(tmp_path / "run", 30)
+
+
 def test_a_failing_compaction_stops_the_run_instead_of_hanging_it(tmp_path: Path, monkeypatch) -> None:
     """With writer backpressure, a writer that died used to leave the producer waiting forever."""
     inp = make_input(tmp_path, 300)
@@ -279,3 +341,42 @@ def test_answers_arriving_after_the_pool_ends_are_recorded_at_once() -> None:
         assert await pool.drain(1.0) == 0 and len(done) == 4
 
     asyncio.run(main())
+
+
+def test_a_bug_recording_one_answer_keeps_the_rest_of_its_batch(tmp_path: Path, monkeypatch) -> None:
+    """Answers are journaled in batches: if building one row's record raises (a bug), the run stops,
+    but the batch's other answers are kept, so a resume pays again only for the row that hit the bug."""
+    inp = make_input(tmp_path, 120)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
+    bad: dict[str, Any] = {}
+    real_done, real_record = runner.Job._on_done, runner.Job._completion_record
+
+    def on_done(self: runner.Job, batch: list) -> None:
+        if "row" not in bad and len(batch) >= 2:
+            bad["row"], bad["batch"] = batch[1][0].row_id, [(f[0].row_id, f[0].student_solution) for f in batch]
+        real_done(self, batch)
+
+    def completion_record(self: runner.Job, item: Any, comp: Any, ep: Any) -> dict[str, Any]:
+        if item.row_id == bad.get("row"):
+            raise RuntimeError("a bug in record building")
+        return real_record(self, item, comp, ep)
+
+    monkeypatch.setattr(runner.Job, "_on_done", on_done)
+    monkeypatch.setattr(runner.Job, "_completion_record", completion_record)
+    with pytest.raises(RuntimeError, match="a bug in record building"):
+        run_job(cfg, client=fake())
+    assert bad, "no batch of two or more answers was recorded"
+
+    monkeypatch.setattr(runner.Job, "_on_done", real_done)
+    monkeypatch.setattr(runner.Job, "_completion_record", real_record)
+    asked: list[str] = []
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        asked.append(_solution(body))
+        return Completion(content=build_answer(_solution(body), 0), finish_reason="stop", model=body["model"])
+
+    rep = run_job(cfg, client=FakeClient(handler, models=["mock-clair"]))
+    assert rep.status == "completed"
+    assert_exactly_once(tmp_path / "run", 120)
+    again = {rid for rid, solution in bad["batch"] if solution in asked}
+    assert again == {bad["row"]}

@@ -81,7 +81,9 @@ def _tokens(col: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """The ``str.split()`` tokens of every row, flattened, and the row each one comes from."""
     if pc.any(pc.match_substring_regex(col, _PY_ONLY_SPACE)).as_py():
         col = pc.replace_substring_regex(col, _PY_ONLY_SPACE, " ")
-    lists = pc.utf8_split_whitespace(col)
+    # ASCII text (most answers) splits the same on ASCII whitespace, at half the cost of the UTF-8 split
+    ascii_only = pc.all(pc.string_is_ascii(col)).as_py()
+    lists = pc.ascii_split_whitespace(col) if ascii_only else pc.utf8_split_whitespace(col)
     flat, rows = pc.list_flatten(lists), pc.list_parent_indices(lists)
     nonempty = pc.not_equal(pc.binary_length(flat), 0)  # Arrow keeps empty pieces at the ends
     return flat.filter(nonempty), rows.filter(nonempty).to_numpy().astype(np.int64)

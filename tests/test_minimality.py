@@ -67,6 +67,14 @@ def test_arrow_and_python_split_on_the_same_whitespace():
     assert not bad, bad[:20]
 
 
+def test_ascii_columns_split_on_the_same_whitespace():
+    """An all-ASCII column takes Arrow's ASCII split: every ASCII character must cut (or not) as
+    str.split() does, in both paths."""
+    texts = [f"{chr(c)}a{chr(c)}b{chr(c)}c d" for c in range(128)]
+    for column in (texts, [*texts, "é"]):  # ASCII only, then the UTF-8 path
+        _check(column, ["a b"] * len(column))
+
+
 @pytest.mark.parametrize("n", [1, 257])
 def test_batch_metrics_on_long_texts(n):
     rng = random.Random(n)

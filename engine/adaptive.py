@@ -1,4 +1,5 @@
-"""Adaptive concurrency and pacing for one endpoint: a pure state machine (L2, stdlib only).
+"""Adaptive concurrency and pacing for one endpoint: a pure state machine (L2: stdlib, and the header
+numbers of engine.retry).
 
 The dispatcher reports every request and outcome, and applies what the controller recommends::
 
@@ -102,6 +103,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from .retry import header_number
 
 __all__ = ["AdaptiveController", "Snapshot"]
 
@@ -557,13 +560,13 @@ class AdaptiveController:
         low = False
         seen_remaining = False
         for kind in ("requests", "tokens"):
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            limit = header_number(headers.get(f"x-ratelimit-limit-{kind}"))
             if limit is not None and limit > 0:
                 if kind == "requests":
                     self._header_rpm_limit = limit
                 else:
                     self._header_tpm_limit = limit
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
             if remaining is None:
                 continue
             seen_remaining = True
@@ -726,16 +729,6 @@ def _binomial_tail(k: int, n: int, p: float) -> float:
 def _min_or_none(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
-
-
-def _number(raw: object) -> float | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _latency(value: float | None) -> float | None:

@@ -795,6 +795,29 @@ def _f(x: Any, spec: str = ".1f", unit: str = "") -> str:
     return "n/a" if x is None else f"{x:{spec}}{unit}"
 
 
+def _pct(x: float | None, spec: str = ".1f") -> str:
+    return _f(x if x is None else x * 100, spec, "%")
+
+
+def fault_summary(res: dict[str, Any]) -> str | None:
+    """The fault-adjusted limit sentence (``faults`` scenario), for the terminal and RESULTS.md."""
+    if res.get("limit_fault_adjusted_rows_per_s") is None:
+        return None
+    return (f"fault-adjusted limit (429s answer at once, hangs hold a slot for the "
+            f"{res['params']['request_timeout_s']:g} s timeout, retried attempts counted) "
+            f"{_f(res['limit_fault_adjusted_rows_per_s'])} rows/s; achieved {_pct(res['achieved_fraction_fault_adjusted'])}")
+
+
+def rate_limit_summary(res: dict[str, Any]) -> str | None:
+    """The requests/min sentence (``ratelimited`` scenario), for the terminal and RESULTS.md."""
+    w = res.get("ratelimit")
+    if not w:
+        return None
+    return (f"{_f(w.get('completions_per_min'))} admitted requests/min over the first {_f(w.get('window_s'), '.0f')} s "
+            f"({_pct(w.get('fraction_of_rpm'))} of {res['params']['rpm']}), {_f(w.get('sent_per_min'))} sent/min; "
+            f"429 share {_pct(w.get('share_429'))} in that window, {_pct(res.get('share_429'))} over the run")
+
+
 def format_result(res: dict[str, Any]) -> str:
     e, m, lat = res["engine"], res["mock"], res["latency"]
     req = lat["request"]
@@ -823,16 +846,10 @@ def format_result(res: dict[str, Any]) -> str:
         f"  latency        request p50 {_f(req['p50_s'], '.3f')}s p90 {_f(req['p90_s'], '.3f')}s "
         f"p99 {_f(req['p99_s'], '.3f')}s; time to first byte: n/a (non-streaming)",
     ]
-    if res.get("limit_fault_adjusted_rows_per_s") is not None:
-        lines.append(f"  faults         fault-adjusted limit {_f(res['limit_fault_adjusted_rows_per_s'])} rows/s, "
-                     f"achieved {_f(res['achieved_fraction_fault_adjusted'] and res['achieved_fraction_fault_adjusted'] * 100, '.1f', '%')}"
-                     f"; mock faults {m['faults']}")
-    if res.get("ratelimit"):
-        rl = res["ratelimit"]
-        lines.append(f"  rate limit     {_f(rl.get('completions_per_min'))} admitted requests/min over "
-                     f"{_f(rl.get('window_s'), '.0f')}s ({_f(rl.get('fraction_of_rpm') and rl['fraction_of_rpm'] * 100, '.1f', '%')}"
-                     f" of {res['params']['rpm']}); 429 share {_f(res['share_429'] and res['share_429'] * 100, '.2f', '%')}"
-                     f" of all answers")
+    if (faults := fault_summary(res)) is not None:
+        lines.append(f"  faults         {faults}; mock faults {m['faults']}")
+    if (rate := rate_limit_summary(res)) is not None:
+        lines.append(f"  rate limit     {rate}")
     if res["targets"]:
         lines.append("  targets        " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in res["targets"].items()))
     return "\n".join(lines)

@@ -127,19 +127,19 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     ``x-ratelimit-reset-tokens``, each only when its ``x-ratelimit-remaining-*`` is 0. Garbage is
     ignored, never raised; negative waits become 0.
     """
-    value = _number(headers.get("retry-after-ms"))
+    value = header_number(headers.get("retry-after-ms"))
     if value is not None:
         return max(0.0, value / 1000.0)
     raw = headers.get("retry-after")
     if isinstance(raw, str) and raw.strip():
-        value = _number(raw)
+        value = header_number(raw)
         if value is None:
             value = _http_date_delta(raw, time.time() if now is None else now)
         if value is not None:
             return max(0.0, value)
     waits = []
     for kind in ("requests", "tokens"):
-        remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+        remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
         if remaining is None or remaining > 0:
             continue
         reset = headers.get(f"x-ratelimit-reset-{kind}")
@@ -149,7 +149,8 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(waits) if waits else None
 
 
-def _number(raw: object) -> float | None:
+def header_number(raw: object) -> float | None:
+    """A header's value as a finite number, or None (absent, not a string, not a number)."""
     if not isinstance(raw, str):
         return None
     try:

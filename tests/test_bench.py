@@ -22,8 +22,10 @@ from engine.bench import (
     achieved_fraction,
     ensure_data,
     fault_adjusted_limit,
+    fault_summary,
     format_result,
     per_thousand,
+    rate_limit_summary,
     rate_window,
     run_scenario,
     steady_window,
@@ -175,6 +177,12 @@ def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monke
     assert "date" in res and res["machine"]["cores"] and res["command"]
     text = format_result(res)
     assert f"scenario {name}" in text and "time to first byte: n/a" in text
+    md = _run_all().render({name: res, "_meta": {"only": [name], "machine": res["machine"]}})  # RESULTS.md
+    assert f"| {name} | {n:,} |" in md and f"client CPU <= 1.0 ms/row (`{name}`)" in md
+    assert (fault_summary(res) is not None) == (name == "faults")
+    assert (rate_limit_summary(res) is not None) == (name == "ratelimited")
+    for sentence in filter(None, (fault_summary(res), rate_limit_summary(res))):
+        assert sentence in text and sentence in md
     assert not (tmp_path / "runs" / name / "run").exists()  # not kept unless asked
     if name == "faults":
         assert sum(m["faults"].values()) > 0
@@ -185,6 +193,15 @@ def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monke
         assert rl["completions_per_min"] > 0 and rl["fraction_of_rpm"] == pytest.approx(
             rl["completions_per_min"] / sc.rpm, rel=1e-3)
         assert res["share_429"] is not None and 0 <= res["share_429"] < 1
+
+
+def _run_all():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.pop(0)
+    return run_all
 
 
 def test_clair_bench_command_writes_json(tmp_path: Path) -> None:

@@ -242,7 +242,8 @@ class Pool:
             self._loops = []
             for t in loops:
                 t.cancel()
-            self._finisher_task.cancel()
+            if self._finisher_task is not None:  # None: it ended on a bug (and stopped the pool)
+                self._finisher_task.cancel()
             self._finisher_task = None  # answers still in flight (Ctrl-C grace period) are recorded on arrival
             self.flush()
 
@@ -302,8 +303,9 @@ class Pool:
                 if ep.disabled or self.stopping:
                     ep.gate.release()
                     break
-                await ep.rpm.acquire()
+                await ep.rpm.acquire()  # before taking a row, so another endpoint may send it meanwhile
                 _, _, item = await self.queue.get()
+                ep.rpm.restamp()
             except BaseException:
                 ep.breaker.release()
                 ep.gate.release()

@@ -280,13 +280,21 @@ class RequestRateLimiter:
 
     A waiter sleeps until the oldest send leaves the window, instead of ``Throttler.acquire``'s poll
     every 10 ms: one polling dispatcher cost ~14 ms of CPU per second (uvloop), most of the engine's CPU
-    at 10 requests/s. Meant for ONE acquiring task (the endpoint's dispatcher).
+    at 10 requests/s. That reads the throttler's send log (``_task_logs``, a deque in asyncio-throttle
+    1.0.x) and clock; a version without them gets the library's own polling ``acquire``.
+    Meant for ONE acquiring task (the endpoint's dispatcher).
     """
 
     def __init__(self, rpm: float | None):
         self._throttler = asyncio_throttle.Throttler(rate_limit=1, period=1.0)
+        log = getattr(self._throttler, "_task_logs", None)
+        clock_module = getattr(getattr(asyncio_throttle, "throttler", None), "time", None)
+        self._sends: deque[float] | None = (
+            log if isinstance(log, deque) and callable(getattr(clock_module, "monotonic", None)) else None
+        )
         self._rpm: float | None = None
         self._wake: asyncio.Future[None] | None = None
+        self._stamped = False  # the last send in the log is the latest acquire's
         self.set_rpm(rpm)
 
     @property
@@ -316,16 +324,19 @@ class RequestRateLimiter:
             self._wake.set_result(None)  # the waiter re-checks against the new window now
 
     async def acquire(self) -> None:
+        self._stamped = False
         if self._rpm is None:
             return
-        throttler, sends = self._throttler, self._throttler._task_logs
+        throttler, sends = self._throttler, self._sends
+        if sends is None:
+            await throttler.acquire()
+            return
         loop = asyncio.get_running_loop()
         while True:
             throttler.flush()
             if len(sends) < throttler.rate_limit:
                 break
-            # the throttler's own clock (the one its log and flush use), read through its module
-            delay = sends[0] + throttler.period - asyncio_throttle.throttler.time.monotonic()
+            delay = sends[0] + throttler.period - _throttle_clock()
             wake = self._wake = loop.create_future()
             timer = loop.call_later(max(delay, 0.0) + _RPM_SLACK_S, _resolve, wake)
             try:
@@ -333,7 +344,20 @@ class RequestRateLimiter:
             finally:
                 timer.cancel()
                 self._wake = None
-        sends.append(asyncio_throttle.throttler.time.monotonic())
+        sends.append(_throttle_clock())
+        self._stamped = True
+
+    def restamp(self) -> None:
+        """The request the latest ``acquire`` admitted leaves only now (its dispatcher then waited for a
+        row): count it from now, so that a row arriving after a lull does not go out right after it."""
+        if self._stamped and self._sends:
+            self._sends[-1] = _throttle_clock()
+        self._stamped = False
+
+
+def _throttle_clock() -> float:
+    """asyncio-throttle's own clock (the one its log and ``flush`` use), read through its module."""
+    return asyncio_throttle.throttler.time.monotonic()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

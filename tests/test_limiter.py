@@ -386,11 +386,11 @@ def test_rate_limiter_unlimited_and_switching_at_run_time(monkeypatch):
         limiter.set_rpm(60)  # 1 per second
         await limiter.acquire()
         waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.505)  # off a 10 ms tick: a polling waiter would pass only at the next one
         assert not waiter.done()
         limiter.set_rpm(None)  # wakes the waiter, which passes at once
         await waiter
-        assert now() == pytest.approx(0.5)
+        assert now() == pytest.approx(0.505)
 
     run(main())
 
@@ -429,10 +429,10 @@ def test_rate_limiter_raising_rpm_wakes_the_waiter_at_once(monkeypatch):
         limiter = RequestRateLimiter(60)
         await limiter.acquire()
         waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.255)
         limiter.set_rpm(600)  # 10 per second: the slot is free now
         await waiter
-        assert now() == pytest.approx(0.25)
+        assert now() == pytest.approx(0.255)
         limiter.set_rpm(1)  # lowering it never releases anyone early
         late = asyncio.create_task(limiter.acquire())
         await asyncio.sleep(10)
@@ -454,5 +454,41 @@ def test_rate_limiter_cancelled_waiter_leaves_no_timer_or_send(monkeypatch):
         assert limiter._wake is None and len(limiter._throttler._task_logs) == 1
         await limiter.acquire()  # the next acquire still waits for the window
         assert 1.0 <= now() <= 1.01
+
+    run(main())
+
+
+def test_rate_limiter_restamp_counts_a_late_send_from_when_it_leaves(monkeypatch):
+    """The dispatcher takes its rpm slot before it waits for a row; a row that comes after a lull
+    leaves later than the slot was taken, and the next send is spaced from that moment."""
+    async def main():
+        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
+        limiter = RequestRateLimiter(30)  # 1 per 2 s
+        await limiter.acquire()
+        await limiter.acquire()  # t=2: the slot for the next row, which only comes at t=2.5
+        await asyncio.sleep(0.5)
+        limiter.restamp()
+        limiter.restamp()  # a second call (no acquire since) changes nothing
+        await limiter.acquire()
+        assert 4.5 <= now() <= 4.51
+
+    run(main())
+
+
+def test_rate_limiter_without_the_throttlers_log_falls_back_to_its_own_acquire(monkeypatch):
+    class OtherThrottler:  # a future asyncio-throttle that keeps its log elsewhere
+        def __init__(self, rate_limit: int, period: float) -> None:
+            self.rate_limit, self.period, self.calls = rate_limit, period, 0
+
+        async def acquire(self) -> None:
+            self.calls += 1
+
+    async def main():
+        monkeypatch.setattr(asyncio_throttle, "Throttler", OtherThrottler)
+        limiter = RequestRateLimiter(600)
+        assert limiter._sends is None and limiter.rate_limit == 10
+        await _acquire_times(limiter, 3)
+        limiter.restamp()  # a no-op there
+        assert limiter._throttler.calls == 3
 
     run(main())

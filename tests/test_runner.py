@@ -289,6 +289,75 @@ def test_a_bug_in_a_dispatcher_stops_the_run_with_its_error(tmp_path: Path, monk
     assert_exactly_once(tmp_path / "run", 30)
 
 
+def test_rows_after_a_lull_keep_the_requests_per_minute_spacing(monkeypatch) -> None:
+    """The dispatcher takes its rpm slot, then waits for a row; the send it makes after a lull must
+    count from when it leaves, or the next row would follow it too closely (a burst the endpoint sees)."""
+    import asyncio_throttle.throttler
+    from fakeclock import patch_monotonic
+    from fakeclock import run as run_on_fake_clock
+
+    from engine.dispatch import Endpoint, Pool
+    from engine.retry import RetryPolicy
+    from engine.types import WorkItem
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        patch_monotonic(monkeypatch, asyncio_throttle.throttler, loop)
+        sent: list[float] = []
+
+        async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+            sent.append(loop.time())
+            return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
+
+        ep = Endpoint(name="e", url="http://e/v1", model="m", headers={}, generation={}, max_concurrency=4,
+                      rpm=30, adaptive=False)  # one request per 2 s
+        pool = Pool([ep], FakeClient(handler), RetryPolicy(max_attempts=1), lambda batch: None)
+        run = asyncio.create_task(pool.run())
+        for i, at in enumerate((0.0, 2.5, 2.6)):
+            await asyncio.sleep(at - loop.time())
+            pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
+        pool.finish_input()
+        await run
+        return sent
+
+    sent = run_on_fake_clock(main())
+    assert len(sent) == 3 and sent[1] >= 2.5
+    assert sent[2] - sent[1] >= 2.0, sent  # the window counts the send at 2.5, not the slot taken at 2.0
+
+
+def test_a_bug_in_the_finisher_stops_the_pool_cleanly() -> None:
+    from engine.dispatch import Endpoint, Pool
+    from engine.retry import RetryPolicy
+    from engine.types import WorkItem
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
+
+    async def main() -> Pool:
+        ep = Endpoint(name="e", url="http://e/v1", model="m", headers={}, generation={}, max_concurrency=4)
+        done: list[Any] = []
+        pool = Pool([ep], FakeClient(handler), RetryPolicy(max_attempts=1), lambda batch: done.extend(batch))
+        real, calls = pool._maybe_end, {"n": 0}
+
+        def maybe_end() -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("a bug in the finisher")
+            real()
+
+        pool._maybe_end = maybe_end  # type: ignore[method-assign]
+        for i in range(20):
+            pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
+        pool.finish_input()
+        await asyncio.wait_for(pool.run(), timeout=30)
+        await pool.drain(5.0)
+        assert ep.gate.in_flight == 0
+        return pool
+
+    pool = asyncio.run(main())
+    assert isinstance(pool.fatal, RuntimeError) and pool.stopping
+
+
 def test_a_failing_compaction_stops_the_run_instead_of_hanging_it(tmp_path: Path, monkeypatch) -> None:
     """With writer backpressure, a writer that died used to leave the producer waiting forever."""
     inp = make_input(tmp_path, 300)

@@ -423,13 +423,21 @@ def test_rate_limiter_waiter_sleeps_until_a_slot_frees_instead_of_polling(monkey
     run(main())
 
 
+async def _one_waiting(monkeypatch, *, rpm: float, after_s: float) -> tuple[RequestRateLimiter, asyncio.Task]:
+    """A limiter on the fake clock whose window is full, and a waiter that has waited ``after_s``."""
+    patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
+    limiter = RequestRateLimiter(rpm)
+    for _ in range(limiter.rate_limit or 0):
+        await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(after_s)
+    assert not waiter.done()
+    return limiter, waiter
+
+
 def test_rate_limiter_raising_rpm_wakes_the_waiter_at_once(monkeypatch):
     async def main():
-        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
-        limiter = RequestRateLimiter(60)
-        await limiter.acquire()
-        waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0.255)
+        limiter, waiter = await _one_waiting(monkeypatch, rpm=60, after_s=0.255)
         limiter.set_rpm(600)  # 10 per second: the slot is free now
         await waiter
         assert now() == pytest.approx(0.255)
@@ -444,11 +452,7 @@ def test_rate_limiter_raising_rpm_wakes_the_waiter_at_once(monkeypatch):
 
 def test_rate_limiter_cancelled_waiter_leaves_no_timer_or_send(monkeypatch):
     async def main():
-        patch_monotonic(monkeypatch, asyncio_throttle.throttler, asyncio.get_running_loop())
-        limiter = RequestRateLimiter(60)
-        await limiter.acquire()
-        waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0.5)
+        limiter, waiter = await _one_waiting(monkeypatch, rpm=60, after_s=0.5)
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)
         assert limiter._wake is None and len(limiter._throttler._task_logs) == 1

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 
 from .errors import EndpointError
 
-__all__ = ["MAX_SERVER_WAIT_S", "RetryPolicy", "parse_duration", "parse_retry_after"]
+__all__ = ["MAX_SERVER_WAIT_S", "RetryPolicy", "header_number", "parse_duration", "parse_retry_after"]
 
 #: the longest server-requested wait we honour (Retry-After beyond this is clipped)
 MAX_SERVER_WAIT_S = 600.0

@@ -217,3 +217,17 @@ def test_clair_bench_command_writes_json(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "engine.cli", "bench", "--scenario", "nope"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert r.returncode == 2 and "unknown scenario 'nope'" in r.stderr
+
+
+def test_duty_cycle_script_writes_its_figures(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import duty_cycle
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "duty.json"
+    assert duty_cycle.main(["--repeat", "1", "--units", "8", "--out", str(out)]) == 0
+    res = orjson.loads(out.read_bytes())
+    assert set(res["us_per_unit"]) == {"busy", "gap_1ms", "gap_4ms"} and res["ratio_to_busy"]["busy"] == 1.0
+    assert all(v > 0 for v in res["us_per_unit"].values())
+    assert duty_cycle.main(["--units", "2", "--out", str(out)]) == 2  # a bad argument: a clear error, no figures

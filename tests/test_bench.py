@@ -6,10 +6,12 @@ No test asserts a wall-clock figure: runs are checked for completeness and for c
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -177,7 +179,7 @@ def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monke
     assert "date" in res and res["machine"]["cores"] and res["command"]
     text = format_result(res)
     assert f"scenario {name}" in text and "time to first byte: n/a" in text
-    md = _run_all().render({name: res, "_meta": {"only": [name], "machine": res["machine"]}})  # RESULTS.md
+    md = _benchmark_script("run_all").render({name: res, "_meta": {"only": [name], "machine": res["machine"]}})  # RESULTS.md
     assert f"| {name} | {n:,} |" in md and f"client CPU <= 1.0 ms/row (`{name}`)" in md
     assert (fault_summary(res) is not None) == (name == "faults")
     assert (rate_limit_summary(res) is not None) == (name == "ratelimited")
@@ -195,13 +197,13 @@ def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monke
         assert res["share_429"] is not None and 0 <= res["share_429"] < 1
 
 
-def _run_all():
+def _benchmark_script(name: str) -> Any:
+    """A script of benchmarks/ as a module (they import each other by name, so from that folder)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     try:
-        import run_all
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return run_all
 
 
 def test_clair_bench_command_writes_json(tmp_path: Path) -> None:
@@ -220,11 +222,7 @@ def test_clair_bench_command_writes_json(tmp_path: Path) -> None:
 
 
 def test_duty_cycle_script_writes_its_figures(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    try:
-        import duty_cycle
-    finally:
-        sys.path.pop(0)
+    duty_cycle = _benchmark_script("duty_cycle")
     out = tmp_path / "duty.json"
     assert duty_cycle.main(["--repeat", "1", "--units", "8", "--out", str(out)]) == 0
     res = orjson.loads(out.read_bytes())

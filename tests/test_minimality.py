@@ -67,12 +67,19 @@ def test_arrow_and_python_split_on_the_same_whitespace():
     assert not bad, bad[:20]
 
 
-def test_ascii_columns_split_on_the_same_whitespace():
+def test_ascii_columns_split_on_the_same_whitespace(monkeypatch):
     """An all-ASCII column takes Arrow's ASCII split: every ASCII character must cut (or not) as
     str.split() does, in both paths."""
+    import pyarrow.compute as pc
+
+    calls = []
+    ascii_split = pc.ascii_split_whitespace
+    monkeypatch.setattr(pc, "ascii_split_whitespace", lambda col: (calls.append(len(col)), ascii_split(col))[1])
     texts = [f"{chr(c)}a{chr(c)}b{chr(c)}c d" for c in range(128)]
-    for column in (texts, [*texts, "é"]):  # ASCII only, then the UTF-8 path
-        _check(column, ["a b"] * len(column))
+    _check(texts, ["a b"] * len(texts))  # ASCII only
+    assert calls == [128, 128]  # both sides took the ASCII path
+    _check([*texts, "é"], ["a b"] * 129)  # one non-ASCII row: the UTF-8 path for that side
+    assert calls == [128, 128, 129]
 
 
 @pytest.mark.parametrize("n", [1, 257])

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import (  # noqa: E402
+from engine.tools.bench import (  # noqa: E402
     OUT_DIR,
     PRESETS,
     MockStats,
@@ -49,7 +49,7 @@ from engine.bench import (  # noqa: E402
     proc_hwm_mb,
     run_scenario,
 )
-from engine.mockserver_proc import MockProcess  # noqa: E402
+from engine.tools.mockserver_proc import MockProcess  # noqa: E402
 
 TARGET_S = 5.0
 LEFT = 1000
@@ -100,9 +100,9 @@ def build_synthetic(out_dir: Path, rows: int, fail_every: int = 100) -> Path:
 
 
 def _failure_schema(work: Path) -> pa.Schema:
-    from engine.config import load_config
+    from engine.core.config import load_config
     from engine.runner import open_source
-    from engine.sink import failure_schema
+    from engine.store.shards import failure_schema
 
     src = open_source(load_config(work / "job.yaml"))
     return failure_schema(src.row_id_type, src.kept)
@@ -125,7 +125,7 @@ def _as_failures(t: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def done_rows(run: Path) -> int:
-    from engine.results import count_rows
+    from engine.store.readers import count_rows
 
     c = count_rows(run)
     return c["data"] + c["failed"]
@@ -184,8 +184,8 @@ def time_resume(work: Path, url: str, ms: MockStats, limit: int, profile: Path |
 
 def phases(work: Path, done: int) -> dict[str, float]:
     """Where start-up time goes, measured in this process with the engine's own functions."""
-    from engine import results
-    from engine.config import load_config
+    from engine.store import readers as results
+    from engine.core.config import load_config
     from engine.runner import open_source
 
     cfg = load_config(work / "job.yaml", [f"input.limit={done}"])

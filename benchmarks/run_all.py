@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import resume_startup  # noqa: E402
 
-from engine.bench import (  # noqa: E402
+from engine.tools.bench import (  # noqa: E402
     OUT_DIR,
     PRESETS,
     TARGETS,

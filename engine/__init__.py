@@ -15,17 +15,17 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import JobConfig, load_config
-    from .errors import ClairError, UserError
-    from .results import load_results
-    from .runner import RunReport, arun_job, run_job
+    from engine.core.config import JobConfig, load_config
+    from engine.core.errors import ClairError, UserError
+    from engine.runner import RunReport, arun_job, run_job
+    from engine.store.readers import load_results
 
 #: where each public name lives; imported on first use (PEP 562), so that ``import engine.cli`` stays
 #: light and a ``clair run`` process can choose its memory settings before pyarrow is loaded
 _LAZY = {
-    "JobConfig": "config", "load_config": "config",
-    "ClairError": "errors", "UserError": "errors",
-    "load_results": "results",
+    "JobConfig": "core.config", "load_config": "core.config",
+    "ClairError": "core.errors", "UserError": "core.errors",
+    "load_results": "store.readers",
     "RunReport": "runner", "arun_job": "runner", "run_job": "runner",
 }
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ClairError, StorageError, UserError
+from engine import __version__
+from engine.core.errors import ClairError, StorageError, UserError
 
 log = logging.getLogger("clair")
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     own_process = argv is None  # a `clair` process of its own, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mock-server"]:
-        from .mockserver import main as mock_main
+        from engine.tools.mockserver import main as mock_main
 
         return mock_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -113,26 +113,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "status":
-        from .status import run_status
+        from engine.commands.status import run_status
 
         return run_status(Path(args.run_dir), as_json=args.json)
     if args.command == "reparse":
-        from .reparse import reparse_run
+        from engine.commands.reparse import reparse_run
 
         res = reparse_run(Path(args.run_dir))
         print(f"reparsed {res['rows']} rows: {res['to_data']} now revised, {res['to_failures']} now failed, "
               f"{res['changed']} changed; no request was sent")
         return 0
     if args.command == "export":
-        from .export import cmd_export
+        from engine.commands.export import cmd_export
 
         return cmd_export(args)
     if args.command == "stats":
-        from .export import cmd_stats
+        from engine.commands.export import cmd_stats
 
         return cmd_stats(args)
     if args.command == "bench":
-        from .bench import cmd_bench
+        from engine.tools.bench import cmd_bench
 
         return cmd_bench(args)
     raise AssertionError(args.command)
@@ -144,21 +144,21 @@ def _resume_hint(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from engine.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        from .dryrun import dry_run
+        from engine.commands.dryrun import dry_run
 
         return dry_run(cfg)
     if getattr(args, "own_process", False):  # process-wide memory settings: only in a process of our own
-        from .memory import refuse_unused_imports, tune_process
+        from engine.core.memory import refuse_unused_imports, tune_process
 
         if cfg.input.path and not cfg.input.dataset:
             refuse_unused_imports()  # before the runner imports pyarrow
         tune_process()
-    from .progress import make_reporter
-    from .runner import run_job
+    from engine.progress import make_reporter
+    from engine.runner import run_job
 
     mode = args.progress or cfg.run.progress
     reporter = make_reporter(mode, cfg.run.progress_interval_s)

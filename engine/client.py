@@ -14,9 +14,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from .errors import ConnectError, HTTPStatusError, MalformedResponse, RequestTimeout
-from .retry import parse_retry_after
-from .types import Completion
+from engine.core.errors import ConnectError, HTTPStatusError, MalformedResponse, RequestTimeout
+from engine.core.types import Completion
+from engine.policy.retry import parse_retry_after
 
 _RATE_HEADERS = (
     "retry-after",

@@ -29,14 +29,14 @@ from typing import Any
 
 import orjson
 
-from .adaptive import AdaptiveController
-from .breaker import CircuitBreaker
-from .client import Client
-from .errors import EndpointError, HTTPStatusError, StartupError, TransportError
-from .limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
-from .metrics import EndpointCounters
-from .retry import RetryPolicy
-from .types import Completion, WorkItem
+from engine.client import Client
+from engine.core.errors import EndpointError, HTTPStatusError, StartupError, TransportError
+from engine.core.types import Completion, WorkItem
+from engine.policy.adaptive import AdaptiveController
+from engine.policy.breaker import CircuitBreaker
+from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
+from engine.policy.metrics import EndpointCounters
+from engine.policy.retry import RetryPolicy
 
 log = logging.getLogger("clair")
 
@@ -450,7 +450,8 @@ class Pool:
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
-            self.timers.discard(handle)  # type: ignore[arg-type]
+            if handle is not None:
+                self.timers.discard(handle)
             self._requeue(item)
 
         handle = loop.call_later(delay, fire)

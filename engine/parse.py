@@ -56,7 +56,7 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
-from .types import DEFAULT_MARKERS, Markers, ParseResult
+from engine.core.types import DEFAULT_MARKERS, Markers, ParseResult
 
 __all__ = ["PARSER_VERSION", "parse_answer", "strip_thinking"]
 

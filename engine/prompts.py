@@ -63,9 +63,9 @@ from typing import Any
 
 import yaml
 
-from .config import yaml_load
-from .errors import TemplateError
-from .types import DEFAULT_MARKERS, Markers, Message
+from engine.core.config import yaml_load
+from engine.core.errors import TemplateError
+from engine.core.types import DEFAULT_MARKERS, Markers, Message
 
 __all__ = [
     "VARIANTS",
@@ -300,7 +300,7 @@ def load_template(path: str | os.PathLike[str]) -> PromptTemplate:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = _one_line(getattr(e, "problem", None) or e)
+        problem = _one_line(str(getattr(e, "problem", None) or e))
         raise TemplateError(
             f"{where}: invalid YAML{at}: {problem}; fix the syntax (a 'user: |' block needs no quoting)"
         ) from None

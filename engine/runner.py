@@ -23,11 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from . import results
-from .client import ChatClient, Client
-from .config import JobConfig
-from .dispatch import Endpoint, Finished, Pool
-from .errors import (
+from engine.client import ChatClient, Client
+from engine.commands.reparse import finish_pending
+from engine.core.config import JobConfig
+from engine.core.errors import (
     ClairError,
     ConnectError,
     EndpointError,
@@ -37,14 +36,17 @@ from .errors import (
     StartupError,
     StorageError,
 )
-from .journal import Journal
-from .memory import lower_thread_priority, release_free_memory
-from .metrics import RunCounters
-from .parse import PARSER_VERSION, parse_answer
-from .prompts import PromptTemplate, builtin_template, estimate_tokens, load_template, render
-from .reparse import finish_pending
-from .retry import RetryPolicy
-from .runstate import (
+from engine.core.memory import lower_thread_priority, release_free_memory
+from engine.core.types import Completion, WorkItem
+from engine.dispatch import Endpoint, Finished, Pool
+from engine.parse import PARSER_VERSION, parse_answer
+from engine.policy.metrics import RunCounters
+from engine.policy.retry import RetryPolicy
+from engine.prompts import PromptTemplate, builtin_template, estimate_tokens, load_template, render
+from engine.source import Source
+from engine.store import readers as results
+from engine.store.journal import Journal
+from engine.store.manifest import (
     FORMAT_VERSION,
     RunLock,
     describe_change,
@@ -53,9 +55,7 @@ from .runstate import (
     request_fingerprint,
     write_manifest,
 )
-from .sink import ShardWriter, data_schema, failure_schema, next_segment_number
-from .source import Source
-from .types import Completion, WorkItem
+from engine.store.shards import ShardWriter, data_schema, failure_schema, next_segment_number
 
 log = logging.getLogger("clair")
 

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import InputError
+from engine.core.errors import InputError
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".arrow": "arrow",
            ".feather": "arrow", ".ndjson": "jsonl"}

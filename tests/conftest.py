@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine.mockserver_proc import MockProcess
+from engine.tools.mockserver_proc import MockProcess
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from engine.sample import write_sample
+from engine.tools.synthetic import write_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def clair_popen(*args: str) -> subprocess.Popen[str]:
 
 def read_ids(run_dir: Path) -> tuple[list[Any], list[Any]]:
     """row_ids in data/ and (current) failures/ — raw, duplicates kept."""
-    from engine.results import current_failures
+    from engine.store.readers import current_failures
 
     data: list[Any] = []
     for p in sorted((run_dir / "data").glob("*.parquet")):

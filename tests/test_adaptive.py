@@ -16,8 +16,8 @@ import asyncio_throttle.throttler
 import pytest
 from fakeclock import ManualClock, patch_monotonic, run
 
-from engine.adaptive import AdaptiveController, Snapshot
-from engine.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
+from engine.policy.adaptive import AdaptiveController, Snapshot
+from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
 
 
 def make(max_concurrency: int = 1000, **kwargs) -> tuple[AdaptiveController, ManualClock]:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.bench import (
+from engine.tools.bench import (
     FAULT_MIX,
     PRESETS,
     Sample,
@@ -152,7 +152,7 @@ SHORT = {
 
 @pytest.mark.parametrize("name", sorted(SHORT))
 def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.bench.POLL_S", 0.01)
+    monkeypatch.setattr("engine.tools.bench.POLL_S", 0.01)
     sc: Scenario = dataclasses.replace(PRESETS[name], **SHORT[name])
     res = run_scenario(sc, out_dir=tmp_path, data_dir=tmp_path / "data")
     n = sc.rows

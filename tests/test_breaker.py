@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from fakeclock import ManualClock
 
-from engine.breaker import CircuitBreaker
+from engine.policy.breaker import CircuitBreaker
 
 
 def make(**kwargs) -> tuple[CircuitBreaker, ManualClock]:

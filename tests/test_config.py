@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.config import (
+from engine.core.config import (
     VARIANTS,
     ColumnsConfig,
     EndpointConfig,
@@ -24,7 +24,7 @@ from engine.config import (
     read_yaml,
     redact_secrets,
 )
-from engine.errors import ConfigError, UserError
+from engine.core.errors import ConfigError, UserError
 
 FULL_YAML = """\
 input:

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from engine import dryrun
+from engine.commands import dryrun
 from engine.cli import main
-from engine.config import EndpointConfig, from_dict
-from engine.dryrun import (
+from engine.commands.dryrun import (
     DEFAULT_LATENCY_S,
     ESTIMATE,
     DryRunEstimate,
@@ -25,7 +24,8 @@ from engine.dryrun import (
     format_estimate,
     make_counter,
 )
-from engine.errors import ConfigError, InputError
+from engine.core.config import EndpointConfig, from_dict
+from engine.core.errors import ConfigError, InputError
 from engine.prompts import builtin_template, estimate_tokens, render
 
 ROWS = [

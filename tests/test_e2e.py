@@ -8,8 +8,8 @@ import orjson
 import pyarrow.parquet as pq
 from helpers import assert_exactly_once, clair, make_input, write_config
 
-from engine.mockserver import mock_revision
-from engine.mockserver_proc import MockProcess
+from engine.tools.mockserver import mock_revision
+from engine.tools.mockserver_proc import MockProcess
 
 
 def test_2000_rows_every_row_once_and_revisions_match_the_mock(tmp_path: Path, mock: MockProcess) -> None:

@@ -8,8 +8,8 @@ import orjson
 import pyarrow.parquet as pq
 from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
 
-from engine.mockserver_proc import MockProcess
-from engine.results import current_failures
+from engine.store.readers import current_failures
+from engine.tools.mockserver_proc import MockProcess
 
 
 def test_fault_mix_every_transient_fault_retried_only_markerless_rows_fail(tmp_path: Path) -> None:

@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from engine.cli import main
-from engine.errors import RunStateError, UserError
-from engine.export import (
+from engine.commands.export import (
     ExportError,
     ExportOptions,
     ExportResult,
@@ -28,8 +27,9 @@ from engine.export import (
     export_run,
     format_stats,
 )
+from engine.core.errors import RunStateError, UserError
 from engine.minimality import jaccard, length_ratio, levenshtein, pair_metrics
-from engine.sink import data_schema, failure_schema
+from engine.store.shards import data_schema, failure_schema
 
 REPO = Path(__file__).resolve().parents[1]
 INT64 = pa.int64()
@@ -305,7 +305,7 @@ def test_distance_and_jaccard_filters(run, capsys):
 
 
 def test_export_streams_in_batches_and_row_groups(run, monkeypatch):
-    import engine.export as ex
+    import engine.commands.export as ex
 
     monkeypatch.setattr(ex, "BATCH_ROWS", 2)
     monkeypatch.setattr(ex, "ROW_GROUP_ROWS", 2)

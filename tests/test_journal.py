@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from engine.journal import encode_record, iter_segment_payloads, read_segment
+from engine.store.journal import encode_record, iter_segment_payloads, read_segment
 
 
 def _line(payload: bytes) -> bytes:

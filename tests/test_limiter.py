@@ -8,7 +8,7 @@ import asyncio_throttle.throttler
 import pytest
 from fakeclock import FakeClockLoop, ManualClock, patch_monotonic, run
 
-from engine.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket, rpm_window
+from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket, rpm_window
 
 
 def now() -> float:

@@ -19,7 +19,7 @@ def _child(code: str) -> str:
 def test_tune_process_sets_the_allocator_and_arrow_pool():
     out = _child("""
         import pyarrow as pa
-        from engine.memory import tune_process, release_free_memory
+        from engine.core.memory import tune_process, release_free_memory
         import gc
         applied = tune_process()
         assert gc.get_threshold()[0] == 20000 and gc.get_freeze_count() > 0
@@ -38,7 +38,7 @@ def test_tune_process_before_pyarrow_makes_arrows_own_default_pool_malloc():
     out = _child("""
         import io, os
         os.environ.pop("ARROW_DEFAULT_MEMORY_POOL", None)
-        from engine.memory import tune_process
+        from engine.core.memory import tune_process
         applied = tune_process()
         import pyarrow as pa, pyarrow.json as pj, pyarrow.parquet as pq
         table = pj.read_json(io.BytesIO(b'{"a": "x"}\\n' * 20000))
@@ -53,7 +53,7 @@ def test_tune_process_keeps_a_users_arrow_pool_choice():
     out = _child("""
         import os
         os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "jemalloc"
-        from engine.memory import tune_process
+        from engine.core.memory import tune_process
         print("|".join(tune_process()), os.environ["ARROW_DEFAULT_MEMORY_POOL"], sep=";")
     """)
     applied, env = out.split(";")
@@ -63,7 +63,7 @@ def test_tune_process_keeps_a_users_arrow_pool_choice():
 def test_refuse_unused_imports_keeps_pyarrow_working_without_pandas():
     out = _child("""
         import sys
-        from engine.memory import refuse_unused_imports
+        from engine.core.memory import refuse_unused_imports
         assert refuse_unused_imports()
         import numpy as np, pyarrow as pa
         arr = pa.array(np.arange(5))  # pyarrow's pandas check used to import pandas here
@@ -86,7 +86,7 @@ def test_refuse_unused_imports_keeps_pyarrow_working_without_pandas():
 def test_refuse_unused_imports_does_nothing_once_pandas_is_loaded():
     out = _child("""
         import pandas
-        from engine.memory import refuse_unused_imports
+        from engine.core.memory import refuse_unused_imports
         print(refuse_unused_imports())
     """)
     assert out == "False"
@@ -96,7 +96,7 @@ def test_refuse_unused_imports_does_nothing_once_pandas_is_loaded():
 def test_lower_thread_priority_only_affects_the_calling_thread():
     out = _child("""
         import os, threading
-        from engine.memory import lower_thread_priority
+        from engine.core.memory import lower_thread_priority
         seen = {}
         def worker():
             seen["ok"] = lower_thread_priority()
@@ -116,7 +116,7 @@ def test_a_clair_run_process_never_imports_pandas(tmp_path):
         sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
         from pathlib import Path
         from helpers import make_input, write_config
-        from engine.mockserver_proc import MockProcess
+        from engine.tools.mockserver_proc import MockProcess
         import subprocess
         tmp = Path({str(tmp_path)!r})
         inp = make_input(tmp, 300)

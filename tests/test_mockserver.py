@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from engine import mockserver
-from engine.mockserver import (
+from engine.tools import mockserver
+from engine.tools.mockserver import (
     ANSWER_STYLES,
     STATE_KEY,
     MockConfig,
@@ -29,7 +29,7 @@ from engine.mockserver import (
     mock_revision,
     start_server,
 )
-from engine.sample import generate_rows
+from engine.tools.synthetic import generate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -490,7 +490,7 @@ async def test_latency_is_applied() -> None:
 def test_cli_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "MOCK_TEST_KEY": "abc", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.mockserver", "--port", "0", "--model", "cli-model", "--rate-500", "0",
+        [sys.executable, "-m", "engine.tools.mockserver", "--port", "0", "--model", "cli-model", "--rate-500", "0",
          "--rpm", "6000", "--max-concurrency", "8", "--api-key-env", "MOCK_TEST_KEY", "--no-models-endpoint"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )

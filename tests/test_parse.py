@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.core.types import DEFAULT_MARKERS, Markers, ParseResult
 from engine.parse import PARSER_VERSION, parse_answer, strip_thinking
-from engine.types import DEFAULT_MARKERS, Markers, ParseResult
 
 
 def ok(revision: str, rational: str, status: str = "ok") -> ParseResult:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import TemplateError, UserError
+from engine.core.errors import TemplateError, UserError
+from engine.core.types import DEFAULT_MARKERS, Markers
 from engine.parse import parse_answer
 from engine.prompts import VARIANTS, PromptTemplate, builtin_template, estimate_tokens, load_template, render
-from engine.types import DEFAULT_MARKERS, Markers
 
 TASK = "What is 2+2?"
 SOLUTION = "It is 5.\n\nBecause 2+2=5."

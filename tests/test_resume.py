@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import assert_exactly_once, clair, clair_popen, make_input, read_ids, write_config
 
-from engine.journal import encode_record, read_segment
-from engine.mockserver import mock_revision
-from engine.mockserver_proc import MockProcess
-from engine.runstate import RunLock
-from engine.sink import ShardWriter, data_schema, failure_schema
+from engine.store.journal import encode_record, read_segment
+from engine.store.manifest import RunLock
+from engine.store.shards import ShardWriter, data_schema, failure_schema
+from engine.tools.mockserver import mock_revision
+from engine.tools.mockserver_proc import MockProcess
 
 
 def _served(m: MockProcess) -> int:

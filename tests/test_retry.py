@@ -6,7 +6,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from engine.errors import (
+from engine.core.errors import (
     BreakerOpen,
     ConnectError,
     EndpointError,
@@ -15,7 +15,7 @@ from engine.errors import (
     RequestTimeout,
     TransportError,
 )
-from engine.retry import MAX_SERVER_WAIT_S, RetryPolicy, parse_duration, parse_retry_after
+from engine.policy.retry import MAX_SERVER_WAIT_S, RetryPolicy, parse_duration, parse_retry_after
 
 NOW = 1_700_000_000.0  # a fixed "wall clock" for HTTP dates
 

@@ -18,12 +18,12 @@ from helpers import assert_exactly_once, clair, make_input, read_ids, write_conf
 
 from engine import cli, load_config, run_job, runner
 from engine.client import FakeClient
-from engine.errors import StorageError
-from engine.journal import list_segments
-from engine.mockserver import build_answer, mock_revision
-from engine.mockserver_proc import MockProcess
-from engine.results import current_failures
-from engine.types import Completion
+from engine.core.errors import StorageError
+from engine.core.types import Completion
+from engine.store.journal import list_segments
+from engine.store.readers import current_failures
+from engine.tools.mockserver import build_answer, mock_revision
+from engine.tools.mockserver_proc import MockProcess
 
 
 def _solution(body: dict[str, Any]) -> str:
@@ -94,7 +94,7 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path: Path, monkeypatch
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("engine.journal.os.write", full_disk)
+    monkeypatch.setattr("engine.store.journal.os.write", full_disk)
     monkeypatch.setattr("engine.runner.ChatClient", lambda *a, **k: fake())
     code = cli.main(["run", str(cfg_path)])
     err = capsys.readouterr().err
@@ -102,13 +102,13 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path: Path, monkeypatch
     assert "the disk is full" in err and "resume with: clair run" in err and "Traceback" not in err
     data, fails = read_ids(tmp_path / "run")
     assert 0 < len(data) <= 120 and not fails
-    monkeypatch.setattr("engine.journal.os.write", real_write)
+    monkeypatch.setattr("engine.store.journal.os.write", real_write)
     assert cli.main(["run", str(cfg_path)]) == 0
     assert_exactly_once(tmp_path / "run", 300)
 
 
 def test_storage_error_type_names_the_fix() -> None:
-    from engine.journal import storage_error
+    from engine.store.journal import storage_error
 
     e = storage_error(OSError(errno.EACCES, "Permission denied"), "the journal")
     assert isinstance(e, StorageError) and "write permission was lost" in str(e)
@@ -162,7 +162,7 @@ def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> Non
     make_input(d, 40, name="a.parquet")
     (d / "b.parquet").write_bytes(b"PAR1 this is not a parquet file")
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", d))
-    from engine.errors import InputError
+    from engine.core.errors import InputError
 
     with pytest.raises(InputError, match="b.parquet"):
         run_job(cfg, client=fake())
@@ -199,9 +199,9 @@ def test_a_slow_shard_writer_holds_new_requests_back(tmp_path: Path, monkeypatch
 def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
     """When the last row is done, a dispatcher waiting out an open breaker (up to minutes) must not
     hold the run open."""
+    from engine.core.errors import HTTPStatusError
     from engine.dispatch import Endpoint, Pool
-    from engine.errors import HTTPStatusError
-    from engine.retry import RetryPolicy
+    from engine.policy.retry import RetryPolicy
 
     async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
         if "dead" in url:
@@ -215,7 +215,7 @@ def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
         done: list[Any] = []
         pool = Pool(eps, FakeClient(handler), RetryPolicy(max_attempts=50, base_delay_s=0.0, max_delay_s=0.0),
                     lambda batch: done.extend(batch), seed=1)
-        from engine.types import WorkItem
+        from engine.core.types import WorkItem
 
         for i in range(40):
             pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
@@ -231,9 +231,9 @@ def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
 def test_a_stop_sends_nothing_more_from_a_dispatcher_waiting_for_tokens_per_minute() -> None:
     """A dispatcher holding a row while it waits in the tokens/min bucket must not send it after the
     pool stopped (it would be paid for and never recorded), nor hold the pool open until tokens come."""
+    from engine.core.types import WorkItem
     from engine.dispatch import Endpoint, Pool
-    from engine.retry import RetryPolicy
-    from engine.types import WorkItem
+    from engine.policy.retry import RetryPolicy
 
     sent: list[Any] = []
 
@@ -296,9 +296,9 @@ def test_rows_after_a_lull_keep_the_requests_per_minute_spacing(monkeypatch) -> 
     from fakeclock import patch_monotonic
     from fakeclock import run as run_on_fake_clock
 
+    from engine.core.types import WorkItem
     from engine.dispatch import Endpoint, Pool
-    from engine.retry import RetryPolicy
-    from engine.types import WorkItem
+    from engine.policy.retry import RetryPolicy
 
     async def main() -> list[float]:
         loop = asyncio.get_running_loop()
@@ -326,9 +326,9 @@ def test_rows_after_a_lull_keep_the_requests_per_minute_spacing(monkeypatch) -> 
 
 
 def test_a_bug_in_the_finisher_stops_the_pool_cleanly() -> None:
+    from engine.core.types import WorkItem
     from engine.dispatch import Endpoint, Pool
-    from engine.retry import RetryPolicy
-    from engine.types import WorkItem
+    from engine.policy.retry import RetryPolicy
 
     async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
         return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
@@ -383,9 +383,9 @@ def test_a_failing_compaction_stops_the_run_instead_of_hanging_it(tmp_path: Path
 def test_answers_arriving_after_the_pool_ends_are_recorded_at_once() -> None:
     """Ctrl-C: the dispatchers end, requests in flight finish in the grace period; their answers must
     reach the journal as they arrive, not only when the grace period is over."""
+    from engine.core.types import WorkItem
     from engine.dispatch import Endpoint, Pool
-    from engine.retry import RetryPolicy
-    from engine.types import WorkItem
+    from engine.policy.retry import RetryPolicy
 
     delays = iter([0.2, 0.3, 0.4, 0.5] + [0.1] * 20)
 

@@ -12,8 +12,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from engine import sample
-from engine.sample import DEMO_SAMPLE, generate_rows, write_sample
+from engine.tools import synthetic as sample
+from engine.tools.synthetic import DEMO_SAMPLE, generate_rows, write_sample
 
 
 def test_row_layout() -> None:

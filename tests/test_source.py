@@ -14,9 +14,9 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import InputError, UserError
-from engine.sample import generate_rows, write_sample
+from engine.core.errors import InputError, UserError
 from engine.source import RESERVED, ColumnPath, DoneSet, Prepared, Source, fingerprint_files, resolve_files
+from engine.tools.synthetic import generate_rows, write_sample
 
 MSG = pa.struct([("role", pa.string()), ("content", pa.string())])
 

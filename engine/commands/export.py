@@ -1,7 +1,7 @@
 """``clair export`` and ``clair stats``: training-ready pairs and minimality figures of a run (L4).
 
 Both read only the committed shards (``data/`` and, for failure counts, ``failures/`` with the
-supersession rules of :mod:`engine.results`) and stream them record batch by record batch, so memory
+supersession rules of :mod:`engine.store.readers`) and stream them record batch by record batch, so memory
 stays flat whatever the run's size; no request is ever sent.
 
 Export formats (one Parquet file, written to a temp name, fsynced, then renamed):
@@ -43,12 +43,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import results
-from .errors import RunStateError, UserError
-from .journal import list_segments, storage_error
-from .minimality import jaccard, length_ratio, levenshtein
-from .runstate import is_active, read_manifest
-from .sink import DATA, fsync_dir, list_shards
+from engine.core.errors import RunStateError, UserError
+from engine.minimality import jaccard, length_ratio, levenshtein
+from engine.store import readers as results
+from engine.store.journal import list_segments, storage_error
+from engine.store.manifest import is_active, read_manifest
+from engine.store.shards import DATA, fsync_dir, list_shards
 
 __all__ = [
     "FORMATS",
@@ -83,7 +83,7 @@ MESSAGE = pa.struct([pa.field("content", pa.string()), pa.field("role", pa.strin
 MESSAGES = pa.list_(MESSAGE)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-_INTENT = "reparse-intent.json"  # engine.reparse.INTENT (not imported: reparse pulls in the parser)
+_INTENT = "reparse-intent.json"  # engine.commands.reparse.INTENT (not imported: reparse pulls in the parser)
 
 
 class ExportError(UserError):
@@ -479,7 +479,7 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
         kinds["low_jaccard"] = f"token Jaccard < {min_jaccard} (rewritten rather than minimally revised)"
     if max_distance is not None:
         kinds["over_max_distance"] = f"Levenshtein distance > {max_distance}"
-    suspicious = {k: {"description": d, "count": 0, "row_ids": []} for k, d in kinds.items()}
+    suspicious: dict[str, dict[str, Any]] = {k: {"description": d, "count": 0, "row_ids": []} for k, d in kinds.items()}
     dedup = _Dedup(_duplicate_ids(run))
     rows = duplicates = 0
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from .errors import RunStateError
-from .journal import storage_error
+from engine.core.errors import RunStateError
+from engine.store.journal import storage_error
 
 MANIFEST = "manifest.json"
 LOCK = "run.lock"

@@ -4,7 +4,7 @@ A scenario is a named preset (:data:`PRESETS`) of data size, in-flight limit and
 (latency, enforced rate limits, injected faults). :func:`run_scenario`:
 
 1. makes (once per size, cached in ``DATA_DIR``) a Parquet input of UltraFeedback-shaped rows
-   (:func:`engine.sample.write_sample`: ~3 KB prompts, ~3.5 KB answers; never shrunken payloads);
+   (:func:`engine.tools.synthetic.write_sample`: ~3 KB prompts, ~3.5 KB answers; never shrunken payloads);
 2. starts ``clair mock-server`` as a child process with the scenario's behaviour;
 3. runs the engine in ITS OWN process, exactly as a user does: ``python -m engine.cli run JOB.yaml
    --progress off``; while it runs, the bench samples every :data:`POLL_S` seconds the mock's
@@ -272,7 +272,7 @@ def ensure_data(rows: int, data_dir: Path, *, log: Callable[[str], None] | None 
     for n, p in have:
         if n >= rows:
             return p, n
-    from .sample import write_sample
+    from engine.tools.synthetic import write_sample
 
     path = data_dir / _data_name(rows)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -508,7 +508,7 @@ def run_scenario(
     ``[python, -m, engine.cli]`` (experiments: another interpreter, a wrapper); ``env`` is added to the
     engine's environment (not the mock's).
     """
-    from .mockserver_proc import MockProcess
+    from engine.tools.mockserver_proc import MockProcess
 
     if input_path is None:
         input_path, _ = ensure_data(sc.rows, data_dir or out_dir / "data", log=log)
@@ -653,7 +653,7 @@ def summarize(
     for pct in (10, 50, 90):
         t = _time_when(samples, "responses", n0 + pct / 100 * total) if total else None
         if t is not None and live:
-            near = min(live, key=lambda s, t=t: abs(s.t - t))
+            near = min(live, key=lambda s, t=t: abs(s.t - t))  # type: ignore[misc]
             rss_at[f"{pct}%"] = round(near.engine_rss_mb or 0.0, 1)
 
     ep = rep["endpoints"][0] if rep.get("endpoints") else {}
@@ -856,7 +856,7 @@ def format_result(res: dict[str, Any]) -> str:
 
 
 def cmd_bench(args: Any) -> int:
-    from .errors import UserError
+    from engine.core.errors import UserError
 
     if args.scenario not in PRESETS:
         raise UserError(f"unknown scenario {args.scenario!r}; use one of: {', '.join(PRESETS)}")

@@ -752,7 +752,7 @@ async def start_server(cfg: MockConfig, host: str = "127.0.0.1", port: int = 0) 
 
 def _parser() -> argparse.ArgumentParser:
     d = MockConfig()
-    p = argparse.ArgumentParser(prog="python -m engine.mockserver",
+    p = argparse.ArgumentParser(prog="python -m engine.tools.mockserver",
                                 description="OpenAI-compatible mock endpoint that answers CLAIR revisions.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)")

@@ -31,7 +31,7 @@ from typing import Any
 __all__ = ["DEMO_SAMPLE", "FORMATS", "generate_rows", "write_sample"]
 
 #: the bundled demo input (240 rows, seed 7)
-DEMO_SAMPLE = Path(__file__).parent / "data" / "demo_sample.jsonl"
+DEMO_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "demo_sample.jsonl"
 
 #: file formats ``write_sample`` understands (by extension)
 FORMATS = ("parquet", "jsonl", "json", "csv", "arrow")

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .errors import StorageError
+from engine.core.errors import StorageError
 
 SEGMENT_GLOB = "seg-*.log"
 _READ_BUFFER = 1 << 20  # segments are read line by line; big reads make that cheaper

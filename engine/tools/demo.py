@@ -6,10 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cli import main as clair_main
-from .mockserver_proc import MockProcess
+from engine.cli import main as clair_main
+from engine.tools.mockserver_proc import MockProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
                            "--set", f"output.dir={run_dir}", "--progress", "plain"])
     if code != 0:
         return code
-    from .results import load_results
+    from engine.store.readers import load_results
 
     ds = load_results(run_dir)
     print(f"demo: {len(ds)} revised rows in {run_dir}/data (load with datasets.load_dataset('parquet', "

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from engine.core.errors import ConfigError
 
 #: CLAIR's reference sampling; user keys add to it, and a key set to null removes it
 DEFAULT_GENERATION: dict[str, Any] = {"temperature": 0.7, "max_tokens": 4096}
@@ -46,7 +46,7 @@ _Loader.add_implicit_resolver(
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -420,7 +420,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
 def redact_secrets(obj: Any, key: str = "") -> Any:
     """Replace values of secret-looking keys and of every header with "***"."""
     if isinstance(obj, dict):
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in obj.items():
             lk = str(k).lower()
             if lk == "headers" and isinstance(v, dict):

@@ -11,6 +11,7 @@ Rules every reader follows (shards are immutable):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import RETRYABLE_KINDS, RunStateError
-from .sink import DATA, FAILURES, fsync_dir, list_shards, shard_number
-from .source import DoneSet
+from engine.core.errors import RETRYABLE_KINDS, RunStateError
+from engine.source import DoneSet
+from engine.store.shards import DATA, FAILURES, fsync_dir, list_shards, shard_number
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -47,7 +48,7 @@ def data_ids(run_dir: Path) -> pa.Array | None:
     return _concat_ids([_read(p, ["row_id"]).column("row_id") for p in list_shards(run_dir, DATA)])
 
 
-def _superseded_filter(run_dir: Path, shards: list[Path]):
+def _superseded_filter(run_dir: Path, shards: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
     """Yield (shard, table-of-ids, keep-mask) newest shard first, applying the supersession rules."""
     done = data_ids(run_dir)
     seen: set[Any] = set(done.to_pylist()) if done is not None else set()
@@ -121,7 +122,7 @@ def compact_failures(run_dir: Path) -> int:
     return removed
 
 
-def load_results(run_dir: str | os.PathLike[str], *, failures: bool = False):  # -> datasets.Dataset
+def load_results(run_dir: str | os.PathLike[str], *, failures: bool = False) -> Any:  # a datasets.Dataset
     """A run's revised rows (or its current failure rows) as a ``datasets.Dataset``."""
     import datasets  # lazy
 

@@ -1,5 +1,5 @@
 """Adaptive concurrency and pacing for one endpoint: a pure state machine (L2: stdlib, and the header
-numbers of engine.retry).
+numbers of engine.policy.retry).
 
 The dispatcher reports every request and outcome, and applies what the controller recommends::
 
@@ -104,7 +104,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .retry import header_number
+from engine.policy.retry import header_number
 
 __all__ = ["AdaptiveController", "Snapshot"]
 
@@ -609,8 +609,8 @@ class AdaptiveController:
         if basis is None:
             # the rate we were sending at; at least what the endpoint just delivered (the send rate
             # of the last second says little if the dispatcher had paused)
-            offered, delivered = self._offered_rpm(now), self._goodput_rpm(now)
-            basis = max(offered or 0.0, delivered or 0.0) or None
+            offered, goodput = self._offered_rpm(now), self._goodput_rpm(now)
+            basis = max(offered or 0.0, goodput or 0.0) or None
         else:
             # In an overload the endpoint delivers its limit: aim below the delivered rate rather
             # than just below the pace, which may have overshot far (a deep bucket lets a probe run

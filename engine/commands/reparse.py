@@ -17,14 +17,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import results
-from .errors import RunStateError
-from .journal import list_segments
-from .minimality import pair_metrics
-from .parse import PARSER_VERSION, parse_answer
-from .runstate import RunLock, read_manifest, write_manifest
-from .sink import DATA, FAILURES, fsync_dir, list_shards, shard_number, shard_path
-from .types import Markers
+from engine.core.errors import RunStateError
+from engine.core.types import Markers
+from engine.minimality import pair_metrics
+from engine.parse import PARSER_VERSION, parse_answer
+from engine.store import readers as results
+from engine.store.journal import list_segments
+from engine.store.manifest import RunLock, read_manifest, write_manifest
+from engine.store.shards import DATA, FAILURES, fsync_dir, list_shards, shard_number, shard_path
 
 INTENT = "reparse-intent.json"
 PARSE_KINDS = frozenset({"no_marker", "empty_revision", "truncated_no_revision", "empty_output"})
@@ -160,7 +160,7 @@ def _reparse_pair(run_dir: Path, n: int, markers: Markers, max_tokens: int, stat
 
 def _derive_schema(schemas: dict[str, pa.Schema], want: str) -> pa.Schema:
     """The other kind's schema from the one we have (same kept input columns, same row_id type)."""
-    from .sink import data_schema, failure_schema
+    from engine.store.shards import data_schema, failure_schema
 
     have = next(iter(schemas.values()))
     base = set(data_schema(pa.int64(), []).names) | set(failure_schema(pa.int64(), []).names)

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .journal import iter_segment_payloads, list_segments, segment_number, storage_error
-from .minimality import batch_metrics
+from engine.minimality import batch_metrics
+from engine.store.journal import iter_segment_payloads, list_segments, segment_number, storage_error
 
 DATA, FAILURES = "data", "failures"
 #: journal lines parsed per ``pyarrow.json`` call: small keeps the memory spike low

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import EndpointConfig, JobConfig
-from .errors import ConfigError, RunStateError
-from .prompts import estimate_tokens, render
-from .runner import cost_usd, load_prompt, open_source
-from .runstate import read_manifest
-from .types import Message
+from engine.core.config import EndpointConfig, JobConfig
+from engine.core.errors import ConfigError, RunStateError
+from engine.core.types import Message
+from engine.prompts import estimate_tokens, render
+from engine.runner import cost_usd, load_prompt, open_source
+from engine.store.manifest import read_manifest
 
 __all__ = [
     "DEFAULT_LATENCY_S",

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from . import results
-from .errors import RunStateError
-from .journal import list_segments
-from .runstate import is_active, read_manifest
-from .sink import DATA, FAILURES, list_shards
+from engine.core.errors import RunStateError
+from engine.store import readers as results
+from engine.store.journal import list_segments
+from engine.store.manifest import is_active, read_manifest
+from engine.store.shards import DATA, FAILURES, list_shards
 
 
 def run_status(run_dir: Path, as_json: bool = False) -> int:

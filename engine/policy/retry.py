@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from .errors import EndpointError
+from engine.core.errors import EndpointError
 
 __all__ = ["MAX_SERVER_WAIT_S", "RetryPolicy", "header_number", "parse_duration", "parse_retry_after"]
 

@@ -1,0 +1,1 @@
+"""L4: the commands besides `run` (dry run, status, reparse, export, stats)."""

@@ -1,0 +1,1 @@
+"""L3: the run directory (journal, shards, manifest and lock, readers)."""

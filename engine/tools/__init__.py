@@ -1,0 +1,1 @@
+"""Mock server, synthetic data, benchmark and demo: never imported by the engine itself."""

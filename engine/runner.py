@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from engine import records
 from engine.client import ChatClient, Client
 from engine.commands.reparse import finish_pending
 from engine.core.config import JobConfig
@@ -39,7 +40,7 @@ from engine.core.errors import (
 from engine.core.memory import lower_thread_priority, release_free_memory
 from engine.core.types import Completion, WorkItem
 from engine.dispatch import Endpoint, Finished, Pool
-from engine.parse import PARSER_VERSION, parse_answer
+from engine.parse import PARSER_VERSION
 from engine.policy.metrics import RunCounters
 from engine.policy.retry import RetryPolicy
 from engine.prompts import PromptTemplate, builtin_template, estimate_tokens, load_template, render
@@ -55,7 +56,7 @@ from engine.store.manifest import (
     request_fingerprint,
     write_manifest,
 )
-from engine.store.shards import ShardWriter, data_schema, failure_schema, next_segment_number
+from engine.store.shards import ShardWriter, next_segment_number
 
 log = logging.getLogger("clair")
 
@@ -220,8 +221,8 @@ class Job:
             "runs": [],
         }
         self.kept = self.source.kept
-        self.data_schema = data_schema(self.source.row_id_type, self.kept)
-        self.fail_schema = failure_schema(self.source.row_id_type, self.kept)
+        self.data_schema = records.data_schema(self.source.row_id_type, self.kept)
+        self.fail_schema = records.failure_schema(self.source.row_id_type, self.kept)
         self.writer = ShardWriter(run, self.data_schema, self.fail_schema)
         finish_pending(run)
         recovered = self.writer.recover(run / "journal")
@@ -471,10 +472,7 @@ class Job:
                 extra = extras[i] if extras is not None else {}
                 seen_rows += 1
                 if not task or not sol:
-                    item = WorkItem(rid, task or "", sol or "", [], 0, extra)
-                    which = "task" if not task else "student_solution"
-                    msg = f"the row's {which} is empty or missing"
-                    self._append([self._failure_record(item, "invalid_input", msg, None, None)])
+                    self._append([self._count(records.invalid_input_record(WorkItem(rid, task or "", sol or "", [], 0, extra)))])
                     window.release()
                     continue
                 messages = render(template, task, sol)
@@ -501,10 +499,7 @@ class Job:
             recs, bug = [], None
             for item, comp, err, ep in batch:
                 try:
-                    recs.append(
-                        self._completion_record(item, comp, ep) if comp is not None
-                        else self._failure_record(item, err.kind, str(err), err.raw, ep)  # type: ignore[union-attr]
-                    )
+                    recs.append(self._record(item, comp, err, ep))
                 except Exception as e:  # a bug for one row: the batch's other answers are still kept
                     bug = bug or e
             self._append(recs)
@@ -514,58 +509,28 @@ class Job:
             for _ in batch:
                 self._window.release()
 
-    def _common(self, item: WorkItem, comp: Completion | None, ep: Endpoint | None) -> dict[str, Any]:
-        rec = dict(item.extra) if item.extra else {}
-        rec.update(
-            row_id=item.row_id,
-            task=item.task,
-            student_solution=item.student_solution,
-            model_name=ep.model if ep else None,
-            endpoint=ep.name if ep else None,
-            attempts=item.attempts,
-            parser_version=PARSER_VERSION,
-        )
+    def _record(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> dict[str, Any]:
+        """A finished row as its output record (``records`` builds it), counted."""
         if comp is not None:
-            rec.update(
-                served_model=comp.model,
-                finish_reason=comp.finish_reason,
-                prompt_tokens=comp.prompt_tokens,
-                completion_tokens=comp.completion_tokens,
-                reasoning_tokens=comp.reasoning_tokens,
-                latency_s=comp.latency_s,
-                raw_output=comp.content,
-                reasoning_content=comp.reasoning_content,
-            )
+            rec = records.completion_record(item, comp, model=ep.model, endpoint=ep.name,
+                                            markers=self.template.markers, max_tokens=self.max_tokens)
             self.counters.prompt_tokens += comp.prompt_tokens or 0
             self.counters.completion_tokens += comp.completion_tokens or 0
+        else:
+            assert err is not None
+            rec = records.failure_record(item, err.kind, str(err), err.raw, model=ep.model, endpoint=ep.name)
         if item.first_sent is not None:
             self.counters.latency.record(asyncio.get_running_loop().time() - item.first_sent)
-        return rec
+        return self._count(rec)
 
-    def _completion_record(self, item: WorkItem, comp: Completion, ep: Endpoint) -> dict[str, Any]:
-        truncated = comp.finish_reason == "length" or (
-            comp.completion_tokens is not None and comp.completion_tokens >= self.max_tokens
-        )
-        pr = parse_answer(comp.content, truncated=truncated, markers=self.template.markers)
-        rec = self._common(item, comp, ep)
-        if pr.ok:
-            assert pr.revision is not None
-            rec.update(revision=pr.revision, rational=pr.rational, status=pr.status)  # metrics: at compaction
-            if pr.status == "ok":
-                self.counters.rows_ok += 1
-            else:
-                self.counters.rows_flagged[pr.status or "?"] += 1
+    def _count(self, rec: dict[str, Any]) -> dict[str, Any]:
+        kind = rec.get("error_kind")
+        if kind is not None:
+            self.counters.rows_failed[kind] += 1
+        elif rec["status"] == records.OK:
+            self.counters.rows_ok += 1
         else:
-            rec.update(error_kind=pr.error_kind, error_message=pr.message)
-            self.counters.rows_failed[pr.error_kind or "parse_error"] += 1
-        return rec
-
-    def _failure_record(
-        self, item: WorkItem, kind: str, message: str, raw: str | None, ep: Endpoint | None
-    ) -> dict[str, Any]:
-        rec = self._common(item, None, ep)
-        rec.update(error_kind=kind, error_message=message[:1000], raw_output=raw)
-        self.counters.rows_failed[kind] += 1
+            self.counters.rows_flagged[rec["status"]] += 1
         return rec
 
     def _append(self, recs: list[dict[str, Any]]) -> None:

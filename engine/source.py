@@ -25,19 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.core.errors import InputError
+from engine.records import Kept, kept_name
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".arrow": "arrow",
            ".feather": "arrow", ".ndjson": "jsonl"}
 _STEP = re.compile(r"\.([A-Za-z_][\w\-]*)|\[(-?\d+)\]")
 _HEAD = re.compile(r"[^.\[\]]+")
 
-#: output column names the engine owns; input columns with these names are kept as ``input_<name>``
-RESERVED = frozenset({
-    "row_id", "task", "student_solution", "revision", "rational", "status", "model_name", "served_model",
-    "endpoint", "finish_reason", "prompt_tokens", "completion_tokens", "reasoning_tokens", "attempts",
-    "latency_s", "raw_output", "reasoning_content", "jaccard", "levenshtein", "length_ratio",
-    "error_kind", "error_message", "parser_version",
-})
 
 
 # ---------------------------------------------------------------- path expressions
@@ -301,14 +295,9 @@ class Source:
         t = self.schema.field(self.id_column).type
         return pa.int64() if pa.types.is_integer(t) else pa.string()
 
-    def _kept_fields(self) -> list[tuple[str, str, pa.DataType]]:
+    def _kept_fields(self) -> list[Kept]:
         """(input name, output name, output type) for every kept input column."""
-        out = []
-        for f in self.schema:
-            t = f.type if _json_safe(f.type) else pa.string()
-            oname = f"input_{f.name}" if f.name in RESERVED else f.name
-            out.append((f.name, oname, t))
-        return out
+        return [(f.name, kept_name(f.name), f.type if _json_safe(f.type) else pa.string()) for f in self.schema]
 
     def fingerprint(self) -> dict[str, Any]:
         ident = (

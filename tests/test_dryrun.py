@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.commands import dryrun
 from engine.cli import main
+from engine.commands import dryrun
 from engine.commands.dryrun import (
     DEFAULT_LATENCY_S,
     ESTIMATE,

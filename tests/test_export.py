@@ -29,7 +29,7 @@ from engine.commands.export import (
 )
 from engine.core.errors import RunStateError, UserError
 from engine.minimality import jaccard, length_ratio, levenshtein, pair_metrics
-from engine.store.shards import data_schema, failure_schema
+from engine.records import data_schema, failure_schema
 
 REPO = Path(__file__).resolve().parents[1]
 INT64 = pa.int64()

@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import assert_exactly_once, clair, clair_popen, make_input, read_ids, write_config
 
+from engine.records import data_schema, failure_schema
 from engine.store.journal import encode_record, read_segment
 from engine.store.manifest import RunLock
-from engine.store.shards import ShardWriter, data_schema, failure_schema
+from engine.store.shards import ShardWriter
 from engine.tools.mockserver import mock_revision
 from engine.tools.mockserver_proc import MockProcess
 

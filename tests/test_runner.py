@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
 
-from engine import cli, load_config, run_job, runner
+from engine import cli, load_config, records, run_job, runner
 from engine.client import FakeClient
 from engine.core.errors import StorageError
 from engine.core.types import Completion
@@ -418,26 +418,26 @@ def test_a_bug_recording_one_answer_keeps_the_rest_of_its_batch(tmp_path: Path, 
     inp = make_input(tmp_path, 120)
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
     bad: dict[str, Any] = {}
-    real_done, real_record = runner.Job._on_done, runner.Job._completion_record
+    real_done, real_record = runner.Job._on_done, records.completion_record
 
     def on_done(self: runner.Job, batch: list) -> None:
         if "row" not in bad and len(batch) >= 2:
             bad["row"], bad["batch"] = batch[1][0].row_id, [(f[0].row_id, f[0].student_solution) for f in batch]
         real_done(self, batch)
 
-    def completion_record(self: runner.Job, item: Any, comp: Any, ep: Any) -> dict[str, Any]:
+    def completion_record(item: Any, comp: Any, **kw: Any) -> dict[str, Any]:
         if item.row_id == bad.get("row"):
             raise RuntimeError("a bug in record building")
-        return real_record(self, item, comp, ep)
+        return real_record(item, comp, **kw)
 
     monkeypatch.setattr(runner.Job, "_on_done", on_done)
-    monkeypatch.setattr(runner.Job, "_completion_record", completion_record)
+    monkeypatch.setattr(records, "completion_record", completion_record)
     with pytest.raises(RuntimeError, match="a bug in record building"):
         run_job(cfg, client=fake())
     assert bad, "no batch of two or more answers was recorded"
 
     monkeypatch.setattr(runner.Job, "_on_done", real_done)
-    monkeypatch.setattr(runner.Job, "_completion_record", real_record)
+    monkeypatch.setattr(records, "completion_record", real_record)
     asked: list[str] = []
 
     async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:

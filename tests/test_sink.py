@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store import shards as sink
 from engine.minimality import pair_metrics
+from engine.records import data_schema, failure_schema
+from engine.store import shards as sink
 from engine.store.journal import encode_record
-from engine.store.shards import DATA, FAILURES, ShardWriter, data_schema, failure_schema, shard_path
+from engine.store.shards import DATA, FAILURES, ShardWriter, shard_path
 
 MSG = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 KEPT = [

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.core.errors import InputError, UserError
-from engine.source import RESERVED, ColumnPath, DoneSet, Prepared, Source, fingerprint_files, resolve_files
+from engine.records import RESERVED
+from engine.source import ColumnPath, DoneSet, Prepared, Source, fingerprint_files, resolve_files
 from engine.tools.synthetic import generate_rows, write_sample
 
 MSG = pa.struct([("role", pa.string()), ("content", pa.string())])

@@ -17,19 +17,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine import records
 from engine.core.errors import RunStateError
 from engine.core.types import Markers
-from engine.minimality import pair_metrics
-from engine.parse import PARSER_VERSION, parse_answer
+from engine.parse import PARSER_VERSION
 from engine.store import readers as results
 from engine.store.journal import list_segments
 from engine.store.manifest import RunLock, read_manifest, write_manifest
 from engine.store.shards import DATA, FAILURES, fsync_dir, list_shards, shard_number, shard_path
 
 INTENT = "reparse-intent.json"
-PARSE_KINDS = frozenset({"no_marker", "empty_revision", "truncated_no_revision", "empty_output"})
-_DATA_ONLY = ("revision", "rational", "status", "jaccard", "levenshtein", "length_ratio")
-_FAIL_ONLY = ("error_kind", "error_message")
 
 
 def finish_pending(run_dir: Path) -> None:
@@ -65,23 +62,6 @@ def _write_tmp(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> Pat
     finally:
         os.close(fd)
     return tmp
-
-
-def reparse_row(row: dict[str, Any], markers: Markers, max_tokens: int) -> dict[str, Any]:
-    raw = row.get("raw_output")
-    truncated = row.get("finish_reason") == "length" or (
-        row.get("completion_tokens") is not None and row["completion_tokens"] >= max_tokens
-    )
-    pr = parse_answer(raw, truncated=truncated, markers=markers)
-    out = {k: v for k, v in row.items() if k not in _DATA_ONLY and k not in _FAIL_ONLY}
-    out["parser_version"] = PARSER_VERSION
-    if pr.ok:
-        assert pr.revision is not None
-        out.update(revision=pr.revision, rational=pr.rational, status=pr.status)
-        out.update(pair_metrics(pr.revision, row["student_solution"]))
-    else:
-        out.update(error_kind=pr.error_kind, error_message=pr.message)
-    return out
 
 
 def reparse_run(run_dir: Path) -> dict[str, int]:
@@ -123,15 +103,15 @@ def _reparse_pair(run_dir: Path, n: int, markers: Markers, max_tokens: int, stat
             old[k] = t.to_pylist()
     if len(schemas) < 2:
         missing = DATA if DATA not in schemas else FAILURES
-        schemas[missing] = _derive_schema(schemas, missing)
+        schemas[missing] = records.other_schema(next(iter(schemas.values())), missing)
     new: dict[str, list[dict[str, Any]]] = {DATA: [], FAILURES: []}
     for kind, rows in old.items():
         for row in rows:
-            if kind == FAILURES and (row.get("error_kind") not in PARSE_KINDS or row.get("raw_output") is None):
+            if kind == FAILURES and (row.get("error_kind") not in records.PARSE_FAILURES or row.get("raw_output") is None):
                 new[FAILURES].append(row)
                 continue
             stats["rows"] += 1
-            out = reparse_row(row, markers, max_tokens)
+            out = records.reparse_record(row, markers, max_tokens)
             dest = FAILURES if "error_kind" in out else DATA
             if dest != kind:
                 stats["to_data" if dest == DATA else "to_failures"] += 1
@@ -156,14 +136,3 @@ def _reparse_pair(run_dir: Path, n: int, markers: Markers, max_tokens: int, stat
     finally:
         os.close(fd)
     finish_pending(run_dir)
-
-
-def _derive_schema(schemas: dict[str, pa.Schema], want: str) -> pa.Schema:
-    """The other kind's schema from the one we have (same kept input columns, same row_id type)."""
-    from engine.store.shards import data_schema, failure_schema
-
-    have = next(iter(schemas.values()))
-    base = set(data_schema(pa.int64(), []).names) | set(failure_schema(pa.int64(), []).names)
-    kept = [(f.name, f.name, f.type) for f in have if f.name not in base]
-    rid = have.field("row_id").type
-    return data_schema(rid, kept) if want == DATA else failure_schema(rid, kept)

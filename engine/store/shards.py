@@ -29,49 +29,6 @@ CHUNK_ROWS = 200
 #: write and to read; bigger ones raise the memory spike
 ROW_GROUP_ROWS = 500
 
-_COMMON = [
-    ("model_name", pa.string()),
-    ("served_model", pa.string()),
-    ("endpoint", pa.string()),
-    ("finish_reason", pa.string()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("reasoning_tokens", pa.int64()),
-    ("attempts", pa.int32()),
-    ("latency_s", pa.float64()),
-    ("raw_output", pa.string()),
-    ("reasoning_content", pa.string()),
-    ("parser_version", pa.string()),
-]
-
-
-def data_schema(row_id_type: pa.DataType, kept: list[tuple[str, str, pa.DataType]]) -> pa.Schema:
-    fields = [
-        ("row_id", row_id_type),
-        ("task", pa.string()),
-        ("student_solution", pa.string()),
-        ("revision", pa.string()),
-        ("rational", pa.string()),
-        ("status", pa.string()),
-        *_COMMON,
-        ("jaccard", pa.float64()),
-        ("levenshtein", pa.int64()),
-        ("length_ratio", pa.float64()),
-    ]
-    return pa.schema(fields + [(o, t) for _, o, t in kept])
-
-
-def failure_schema(row_id_type: pa.DataType, kept: list[tuple[str, str, pa.DataType]]) -> pa.Schema:
-    fields = [
-        ("row_id", row_id_type),
-        ("task", pa.string()),
-        ("student_solution", pa.string()),
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-        *_COMMON,
-    ]
-    return pa.schema(fields + [(o, t) for _, o, t in kept])
-
 
 def shard_path(run_dir: Path, kind: str, n: int) -> Path:
     return run_dir / kind / f"part-{n:05d}.parquet"

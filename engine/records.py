@@ -1,0 +1,201 @@
+"""The output row: its columns, their Arrow types, the ``status`` values, and how an answer or a failure
+becomes a record (L3; pure functions).
+
+Every other module asks this one. Adding a column is one edit here (a ``Column`` in :data:`COLUMNS`
+and, when the engine fills it, a line in the builder that knows its value) plus its test.
+
+Two kinds of row, written to two kinds of shard:
+
+* ``data/``: a usable revision, with ``status`` in :data:`DATA_STATUSES`;
+* ``failures/``: no usable revision, with ``error_kind`` (:data:`PARSE_FAILURES`, ``invalid_input`` or an
+  endpoint error's kind) and ``error_message``.
+
+A record is a plain dict on its way to the journal; a record whose ``error_kind`` is not null is a
+failure row. The minimality columns are computed at compaction, for whole chunks (``store``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from engine.core.types import Completion, Markers, WorkItem
+from engine.minimality import pair_metrics
+from engine.parse import PARSER_VERSION, parse_answer
+
+# ---------------------------------------------------------------- statuses and kinds
+
+OK, TRUNCATED, WORSENED = "ok", "truncated", "worsened"
+#: statuses of data/ rows: a usable revision (flagged ones are exported only on request)
+DATA_STATUSES = (OK, TRUNCATED, WORSENED)
+#: failure kinds of answers that came back but could not be parsed (``reparse`` may change them)
+PARSE_FAILURES = frozenset({"no_marker", "empty_revision", "truncated_no_revision", "empty_output"})
+#: the row's own task or answer is empty (no request is made)
+INVALID_INPUT = "invalid_input"
+#: error messages are cut to this many characters
+MAX_MESSAGE = 1000
+
+# ---------------------------------------------------------------- columns
+
+Kind = Literal["data", "failures", "both"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: pa.DataType
+    kind: Kind = "both"
+
+
+#: every column the engine writes, in shard order (``row_id`` first; its type comes from the input)
+COLUMNS: tuple[Column, ...] = (
+    Column("task", pa.string()),
+    Column("student_solution", pa.string()),
+    Column("revision", pa.string(), "data"),
+    Column("rational", pa.string(), "data"),
+    Column("status", pa.string(), "data"),
+    Column("error_kind", pa.string(), "failures"),
+    Column("error_message", pa.string(), "failures"),
+    Column("model_name", pa.string()),
+    Column("served_model", pa.string()),
+    Column("endpoint", pa.string()),
+    Column("finish_reason", pa.string()),
+    Column("prompt_tokens", pa.int64()),
+    Column("completion_tokens", pa.int64()),
+    Column("reasoning_tokens", pa.int64()),
+    Column("attempts", pa.int32()),
+    Column("latency_s", pa.float64()),
+    Column("raw_output", pa.string()),
+    Column("reasoning_content", pa.string()),
+    Column("parser_version", pa.string()),
+    Column("jaccard", pa.float64(), "data"),
+    Column("levenshtein", pa.int64(), "data"),
+    Column("length_ratio", pa.float64(), "data"),
+)
+#: the minimality columns (computed from ``revision`` and ``student_solution`` at compaction)
+METRIC_COLUMNS = ("jaccard", "levenshtein", "length_ratio")
+#: columns only data rows have / only failure rows have
+DATA_ONLY = tuple(c.name for c in COLUMNS if c.kind == "data")
+FAILURE_ONLY = tuple(c.name for c in COLUMNS if c.kind == "failures")
+#: output column names the engine owns; input columns with these names are kept as ``input_<name>``
+RESERVED = frozenset({"row_id", *(c.name for c in COLUMNS)})
+
+#: a kept input column: (input name, output name, output type)
+Kept = tuple[str, str, pa.DataType]
+
+
+def kept_name(input_name: str) -> str:
+    """The output name of a kept input column."""
+    return f"input_{input_name}" if input_name in RESERVED else input_name
+
+
+def _schema(kind: str, row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
+    fields = [("row_id", row_id_type)]
+    fields += [(c.name, c.type) for c in COLUMNS if c.kind in (kind, "both")]
+    return pa.schema(fields + [(out, t) for _, out, t in kept])
+
+
+def data_schema(row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
+    return _schema("data", row_id_type, kept)
+
+
+def failure_schema(row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
+    return _schema("failures", row_id_type, kept)
+
+
+def kept_from_schema(schema: pa.Schema) -> list[Kept]:
+    """The kept input columns of a shard's schema (every column the engine does not own)."""
+    return [(f.name, f.name, f.type) for f in schema if f.name not in RESERVED]
+
+
+def other_schema(schema: pa.Schema, want: str) -> pa.Schema:
+    """The data (``want="data"``) or failures schema that goes with a shard schema of either kind."""
+    rid = schema.field("row_id").type
+    kept = kept_from_schema(schema)
+    return data_schema(rid, kept) if want == "data" else failure_schema(rid, kept)
+
+
+# ---------------------------------------------------------------- building records
+
+
+def is_truncated(finish_reason: str | None, completion_tokens: int | None, max_tokens: int) -> bool:
+    """The answer hit its token budget (reasoning tokens count: they are part of completion_tokens)."""
+    return finish_reason == "length" or (completion_tokens is not None and completion_tokens >= max_tokens)
+
+
+def _base(item: WorkItem, model: str | None, endpoint: str | None) -> dict[str, Any]:
+    rec = dict(item.extra) if item.extra else {}
+    rec.update(
+        row_id=item.row_id,
+        task=item.task,
+        student_solution=item.student_solution,
+        model_name=model,
+        endpoint=endpoint,
+        attempts=item.attempts,
+        parser_version=PARSER_VERSION,
+    )
+    return rec
+
+
+def completion_record(
+    item: WorkItem, comp: Completion, *, model: str, endpoint: str, markers: Markers, max_tokens: int
+) -> dict[str, Any]:
+    """An answer → a data record (usable revision) or a failure record (it could not be parsed)."""
+    pr = parse_answer(
+        comp.content, truncated=is_truncated(comp.finish_reason, comp.completion_tokens, max_tokens), markers=markers
+    )
+    rec = _base(item, model, endpoint)
+    rec.update(
+        served_model=comp.model,
+        finish_reason=comp.finish_reason,
+        prompt_tokens=comp.prompt_tokens,
+        completion_tokens=comp.completion_tokens,
+        reasoning_tokens=comp.reasoning_tokens,
+        latency_s=comp.latency_s,
+        raw_output=comp.content,
+        reasoning_content=comp.reasoning_content,
+    )
+    if pr.ok:
+        rec.update(revision=pr.revision, rational=pr.rational, status=pr.status)
+    else:
+        rec.update(error_kind=pr.error_kind, error_message=pr.message)
+    return rec
+
+
+def failure_record(
+    item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None, endpoint: str | None
+) -> dict[str, Any]:
+    """A row with no answer to parse (an endpoint error after the retries, or invalid input)."""
+    rec = _base(item, model, endpoint)
+    rec.update(error_kind=kind, error_message=message[:MAX_MESSAGE], raw_output=raw)
+    return rec
+
+
+def invalid_input_record(item: WorkItem) -> dict[str, Any]:
+    """A row whose task or answer is empty or missing: recorded, never sent."""
+    which = "task" if not item.task else "student_solution"
+    return failure_record(item, INVALID_INPUT, f"the row's {which} is empty or missing", None, model=None, endpoint=None)
+
+
+def is_failure(rec: dict[str, Any]) -> bool:
+    return rec.get("error_kind") is not None
+
+
+def reparse_record(row: dict[str, Any], markers: Markers, max_tokens: int) -> dict[str, Any]:
+    """A stored row (either kind) parsed again from its ``raw_output`` with this version's parser."""
+    pr = parse_answer(
+        row.get("raw_output"),
+        truncated=is_truncated(row.get("finish_reason"), row.get("completion_tokens"), max_tokens),
+        markers=markers,
+    )
+    out = {k: v for k, v in row.items() if k not in DATA_ONLY and k not in FAILURE_ONLY}
+    out["parser_version"] = PARSER_VERSION
+    if pr.ok:
+        assert pr.revision is not None
+        out.update(revision=pr.revision, rational=pr.rational, status=pr.status)
+        out.update(pair_metrics(pr.revision, row["student_solution"]))
+    else:
+        out.update(error_kind=pr.error_kind, error_message=pr.message)
+    return out

@@ -102,7 +102,7 @@ def build_synthetic(out_dir: Path, rows: int, fail_every: int = 100) -> Path:
 def _failure_schema(work: Path) -> pa.Schema:
     from engine.core.config import load_config
     from engine.records import failure_schema
-    from engine.runner import open_source
+    from engine.stages import open_source
 
     src = open_source(load_config(work / "job.yaml"))
     return failure_schema(src.row_id_type, src.kept)
@@ -185,7 +185,7 @@ def time_resume(work: Path, url: str, ms: MockStats, limit: int, profile: Path |
 def phases(work: Path, done: int) -> dict[str, float]:
     """Where start-up time goes, measured in this process with the engine's own functions."""
     from engine.core.config import load_config
-    from engine.runner import open_source
+    from engine.stages import open_source
     from engine.store import readers as results
 
     cfg = load_config(work / "job.yaml", [f"input.limit={done}"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import orjson
@@ -28,12 +28,6 @@ _RATE_HEADERS = (
     "x-ratelimit-remaining-tokens",
     "x-ratelimit-reset-tokens",
 )
-
-
-class Client(Protocol):
-    async def complete(self, url: str, headers: dict[str, str], body: bytes) -> Completion: ...
-
-    async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None: ...
 
 
 def decode_completion(data: bytes, latency_s: float, rate_headers: dict[str, str]) -> Completion:

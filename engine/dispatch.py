@@ -29,9 +29,8 @@ from typing import Any
 
 import orjson
 
-from engine.client import Client
 from engine.core.errors import EndpointError, HTTPStatusError, StartupError, TransportError
-from engine.core.types import Completion, WorkItem
+from engine.core.types import Completion, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
 from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
@@ -151,7 +150,7 @@ class Pool:
     def __init__(
         self,
         endpoints: list[Endpoint],
-        client: Client,
+        client: Transport,
         policy: RetryPolicy,
         on_done: OnDone,
         *,

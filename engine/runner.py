@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from engine import records
-from engine.client import ChatClient, Client
+from engine.client import ChatClient
 from engine.commands.reparse import finish_pending
 from engine.core.config import JobConfig
 from engine.core.errors import (
@@ -38,13 +38,13 @@ from engine.core.errors import (
     StorageError,
 )
 from engine.core.memory import lower_thread_priority, release_free_memory
-from engine.core.types import Completion, WorkItem
+from engine.core.types import Completion, Transport, WorkItem
 from engine.dispatch import Endpoint, Finished, Pool
 from engine.parse import PARSER_VERSION
 from engine.policy.metrics import RunCounters
 from engine.policy.retry import RetryPolicy
-from engine.prompts import PromptTemplate, builtin_template, estimate_tokens, load_template, render
-from engine.source import Source
+from engine.prompts import estimate_tokens, render
+from engine.stages import load_prompt, make_fingerprint, open_source
 from engine.store import readers as results
 from engine.store.journal import Journal
 from engine.store.manifest import (
@@ -53,7 +53,6 @@ from engine.store.manifest import (
     describe_change,
     fingerprint_hash,
     read_manifest,
-    request_fingerprint,
     write_manifest,
 )
 from engine.store.shards import ShardWriter, next_segment_number
@@ -93,49 +92,9 @@ class RunReport:
         return dataclasses.asdict(self)
 
 
-def load_prompt(cfg: JobConfig) -> PromptTemplate:
-    if cfg.prompt.template_file:
-        return load_template(cfg.resolve(cfg.prompt.template_file))
-    return builtin_template(cfg.prompt.variant)
-
-
-def open_source(cfg: JobConfig) -> Source:
-    i = cfg.input
-    return Source(
-        path=str(cfg.resolve(i.path)) if i.path else None,
-        dataset=i.dataset,
-        name=i.name,
-        split=i.split,
-        revision=i.revision,
-        task=i.columns.task,
-        student_solution=i.columns.student_solution,
-        id_column=i.id_column,
-        limit=i.limit,
-        batch_rows=i.batch_rows,
-        keep_input_columns=cfg.output.keep_input_columns,
-    )
-
-
-def make_fingerprint(cfg: JobConfig, source: Source, template: PromptTemplate) -> dict[str, Any]:
-    return request_fingerprint(
-        source.fingerprint(),
-        template.text,
-        cfg.prompt.variant if not cfg.prompt.template_file else "file",
-        [ep.model for ep in cfg.endpoints],
-        cfg.generation,
-    )
-
-
 def _has_rows(run: Path) -> bool:
     globs = [(run / "data").glob("*.parquet"), (run / "failures").glob("*.parquet"), (run / "journal").glob("seg-*")]
     return any(next(g, None) is not None for g in globs)
-
-
-def cost_usd(cfg: JobConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
-    p = cfg.pricing
-    if p.input_per_million is None and p.output_per_million is None:
-        return None
-    return (prompt_tokens * (p.input_per_million or 0) + completion_tokens * (p.output_per_million or 0)) / 1e6
 
 
 class Job:
@@ -147,7 +106,7 @@ class Job:
         *,
         retry_failed: bool = False,
         new_run: bool = False,
-        client: Client | None = None,
+        client: Transport | None = None,
         on_progress: Callable[[Job], None] | None = None,
         install_signals: bool = False,
     ):
@@ -310,7 +269,7 @@ class Job:
             )
         return eps
 
-    async def _startup_check(self, client: Client) -> None:
+    async def _startup_check(self, client: Transport) -> None:
         """GET /models on every endpoint; stop before any row is sent if one is unusable."""
 
         async def check(i: int, ep: Endpoint) -> None:
@@ -338,7 +297,7 @@ class Job:
 
         await asyncio.gather(*(check(i, ep) for i, ep in enumerate(self.endpoints)))
 
-    async def _run_pool(self, client: Client) -> None:
+    async def _run_pool(self, client: Transport) -> None:
         cfg = self.cfg
         self.journal = Journal(
             self.run_dir / "journal",
@@ -574,7 +533,7 @@ class Job:
             output_tokens_per_s=round(c.completion_tokens / wall, 1) if wall > 0 else 0.0,
             latency=c.latency.summary(),
             endpoints=[ep.state() for ep in self.endpoints],
-            cost_usd=cost_usd(self.cfg, c.prompt_tokens, c.completion_tokens),
+            cost_usd=self.cfg.pricing.cost_usd(c.prompt_tokens, c.completion_tokens),
             message=message,
         )
 

@@ -33,7 +33,7 @@ from engine.core.config import EndpointConfig, JobConfig
 from engine.core.errors import ConfigError, RunStateError
 from engine.core.types import Message
 from engine.prompts import estimate_tokens, render
-from engine.runner import cost_usd, load_prompt, open_source
+from engine.stages import load_prompt, open_source
 from engine.store.manifest import read_manifest
 
 __all__ = [
@@ -257,7 +257,7 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
         completion_tokens_per_request=per, completion_tokens=completion,
         token_counter=counter.name, token_counter_note=counter.note,
         latency_s=latency_s, endpoints=eps, requests_per_s=rps, duration_s=duration,
-        cost_usd=cost_usd(cfg, total, completion),
+        cost_usd=cfg.pricing.cost_usd(total, completion),
         input_cost_usd=total * (p.input_per_million or 0) / 1e6 if priced else None,
         output_cost_usd=completion * (p.output_per_million or 0) / 1e6 if priced else None,
         max_tokens=cfg.max_tokens,

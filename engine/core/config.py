@@ -194,6 +194,12 @@ class PricingConfig:
     input_per_million: float | None = None
     output_per_million: float | None = None
 
+    def cost_usd(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """USD for these tokens, or None when no price is set."""
+        if self.input_per_million is None and self.output_per_million is None:
+            return None
+        return (prompt_tokens * (self.input_per_million or 0) + completion_tokens * (self.output_per_million or 0)) / 1e6
+
 
 @dataclass(frozen=True)
 class JobConfig:

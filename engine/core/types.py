@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 
@@ -71,3 +71,13 @@ class WorkItem:
     attempts: int = 0
     first_sent: float | None = None  # loop time of the first attempt
     last_error: str | None = None
+
+
+class Transport(Protocol):
+    """The network seam: one chat-completion call, and the endpoint's model list (None when the server
+    has no ``/models`` route). Implementations translate their library's errors into ``EndpointError``
+    subclasses (``engine.core.errors``); everything above the seam depends on this Protocol only."""
+
+    async def complete(self, url: str, headers: dict[str, str], body: bytes) -> Completion: ...
+
+    async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None: ...

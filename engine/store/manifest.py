@@ -27,17 +27,6 @@ LOCK = "run.lock"
 FORMAT_VERSION = 1
 
 
-def request_fingerprint(
-    input_fp: dict[str, Any], template_text: str, variant: str, models: list[str], generation: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "input": input_fp,
-        "prompt": {"variant": variant, "template_sha256": hashlib.sha256(template_text.encode()).hexdigest()[:16]},
-        "models": sorted(set(models)),
-        "generation": dict(sorted(generation.items())),
-    }
-
-
 def fingerprint_hash(fp: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(fp, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 

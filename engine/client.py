@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -78,8 +79,22 @@ def _error_message(body: bytes) -> str:
     return " ".join(text.split())[:300]
 
 
+@contextlib.asynccontextmanager
+async def http_transport(connections: int, request_timeout_s: float, connect_timeout_s: float) -> AsyncIterator[ChatClient]:
+    """A :class:`ChatClient` on a session of its own with room for ``connections``; closed on exit."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300),
+        json_serialize=None,  # type: ignore[arg-type]
+        skip_auto_headers=("User-Agent",),
+    )
+    try:
+        yield ChatClient(session, request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
+    finally:
+        await session.close()
+
+
 class ChatClient:
-    """aiohttp implementation. One instance per run; the caller owns the session."""
+    """aiohttp implementation of the Transport Protocol. One instance per run; the caller owns the session."""
 
     def __init__(self, session: aiohttp.ClientSession, *, request_timeout_s: float, connect_timeout_s: float):
         self.session = session

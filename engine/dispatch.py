@@ -34,7 +34,7 @@ from engine.core.types import Completion, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
 from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
-from engine.policy.metrics import EndpointCounters
+from engine.policy.metrics import EndpointCounters, EndpointSnapshot
 from engine.policy.retry import RetryPolicy
 
 log = logging.getLogger("clair")
@@ -113,6 +113,12 @@ class Endpoint:
             self.tpm = _tpm_bucket(tpm)
         elif abs(self.tpm.rate_per_s * 60 - tpm) > 1e-6:
             self.tpm.set_rate(tpm / 60.0, _tpm_capacity(tpm))
+
+    def snapshot(self) -> EndpointSnapshot:
+        c = self.counters
+        return EndpointSnapshot(name=self.name, state="disabled" if self.disabled else self.breaker.state,
+                                in_flight=self.in_flight, limit=self.gate.limit, rate_limited=c.rate_limited,
+                                requests=c.requests, retries=c.retries)
 
     def state(self) -> dict[str, Any]:
         c = self.counters

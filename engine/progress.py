@@ -1,70 +1,16 @@
-"""Live progress: a snapshot object built from a running job, formatted by a reporter (L5 helper).
+"""Live progress: reporters that format the runner's :class:`~engine.policy.metrics.Progress` snapshots (L5).
 
 ``rich`` on a terminal, plain periodic log lines otherwise (nohup, CI). The runner calls
-``reporter.update(job)`` twice a second; building a snapshot touches only counters.
+``reporter.update(snapshot)`` twice a second; building a snapshot touches only counters.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
-
-@dataclass(frozen=True)
-class Progress:
-    rows_done: int
-    rows_total: int | None
-    rows_this_session: int
-    rows_per_s: float
-    output_tokens_per_s: float
-    eta_s: float | None
-    in_flight: int
-    retries: int
-    failures: dict[str, int]
-    flagged: dict[str, int]
-    elapsed_s: float
-    endpoints: list[dict[str, Any]] = field(default_factory=list)
-    paused: bool = False
-
-
-def snapshot(job: Any) -> Progress:
-    c = job.counters
-    elapsed = max(1e-9, time.perf_counter() - job.t0)
-    session = c.rows_finished
-    done = c.rows_done_before + session
-    rate = session / elapsed
-    total = c.rows_total
-    eta = (total - done) / rate if total is not None and rate > 0 and total >= done else None
-    eps = []
-    retries = 0
-    for ep in job.endpoints:
-        retries += ep.counters.retries
-        eps.append({
-            "name": ep.name,
-            "state": "disabled" if ep.disabled else ep.breaker.state,
-            "in_flight": ep.in_flight,
-            "limit": ep.gate.limit,
-            "rate_limited": ep.counters.rate_limited,
-            "requests": ep.counters.requests,
-        })
-    pool = job.pool
-    return Progress(
-        rows_done=done,
-        rows_total=total,
-        rows_this_session=session,
-        rows_per_s=rate,
-        output_tokens_per_s=c.completion_tokens / elapsed,
-        eta_s=eta,
-        in_flight=pool.in_flight if pool is not None else 0,
-        retries=retries,
-        failures=dict(c.rows_failed),
-        flagged=dict(c.rows_flagged),
-        elapsed_s=elapsed,
-        endpoints=eps,
-        paused=bool(pool and pool.paused),
-    )
+from engine.policy.metrics import Progress
 
 
 def _dur(s: float | None) -> str:
@@ -86,9 +32,9 @@ def format_line(p: Progress) -> str:
         f" | ETA {_dur(p.eta_s)} | in flight {p.in_flight} | retries {p.retries} | failed {fails}"
         + (f" ({kinds})" if kinds else "")
     )
-    if len(p.endpoints) > 1 or any(e["rate_limited"] or e["state"] != "closed" for e in p.endpoints):
+    if len(p.endpoints) > 1 or any(e.rate_limited or e.state != "closed" for e in p.endpoints):
         line += " | " + "; ".join(
-            f"{e['name']}: {e['state']} {e['in_flight']}/{e['limit']} 429s {e['rate_limited']}" for e in p.endpoints
+            f"{e.name}: {e.state} {e.in_flight}/{e.limit} 429s {e.rate_limited}" for e in p.endpoints
         )
     if p.paused:
         line += " | PAUSED: every endpoint is failing"
@@ -102,19 +48,19 @@ class PlainReporter:
         self.interval_s = interval_s
         self.stream = stream or sys.stderr
         self._last = 0.0
-        self._job: Any = None
+        self._last_seen: Progress | None = None
 
-    def update(self, job: Any) -> None:
-        self._job = job
+    def update(self, p: Progress) -> None:
+        self._last_seen = p
         now = time.monotonic()
         if now - self._last >= self.interval_s:
             self._last = now
-            print(f"clair: {format_line(snapshot(job))}", file=self.stream, flush=True)
+            print(f"clair: {format_line(p)}", file=self.stream, flush=True)
 
     def close(self) -> None:
         """A last line with the final counts."""
-        if self._job is not None:
-            print(f"clair: {format_line(snapshot(self._job))}", file=self.stream, flush=True)
+        if self._last_seen is not None:
+            print(f"clair: {format_line(self._last_seen)}", file=self.stream, flush=True)
 
 
 class RichReporter:
@@ -127,13 +73,12 @@ class RichReporter:
         self.console = Console(stderr=True)
         self.live = Live(console=self.console, refresh_per_second=2, transient=False)
         self.live.start()
-        self._job: Any = None
+        self._last_seen: Progress | None = None
 
-    def update(self, job: Any) -> None:
+    def update(self, p: Progress) -> None:
         from rich.table import Table
 
-        self._job = job
-        p = snapshot(job)
+        self._last_seen = p
         t = Table.grid(padding=(0, 2))
         total = p.rows_total if p.rows_total is not None else "?"
         pct = f" ({100.0 * p.rows_done / p.rows_total:.1f}%)" if p.rows_total else ""
@@ -143,15 +88,15 @@ class RichReporter:
         fails = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items())) or "0"
         t.add_row("failed", fails, "flagged", ", ".join(f"{k} {v}" for k, v in p.flagged.items()) or "0")
         for e in p.endpoints:
-            t.add_row(f"[bold]{e['name']}[/]", e["state"], "in flight/limit", f"{e['in_flight']}/{e['limit']}",
-                      "429s", str(e["rate_limited"]))
+            t.add_row(f"[bold]{e.name}[/]", e.state, "in flight/limit", f"{e.in_flight}/{e.limit}",
+                      "429s", str(e.rate_limited))
         if p.paused:
             t.add_row("[red]PAUSED[/]", "every endpoint is failing; waiting for one to recover")
         self.live.update(t)
 
     def close(self) -> None:
-        if self._job is not None:
-            self.update(self._job)  # the final counts stay on screen
+        if self._last_seen is not None:
+            self.update(self._last_seen)  # the final counts stay on screen
         self.live.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
@@ -20,8 +21,11 @@ from engine import cli, load_config, records, run_job, runner
 from engine.client import FakeClient
 from engine.core.errors import StorageError
 from engine.core.types import Completion
+from engine.runner.record import Recorder
+from engine.store import MAX_PENDING_SEGMENTS
 from engine.store.journal import list_segments
 from engine.store.readers import current_failures
+from engine.store.shards import ShardWriter
 from engine.tools.mockserver import build_answer, mock_revision
 from engine.tools.mockserver_proc import MockProcess
 
@@ -95,7 +99,7 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path: Path, monkeypatch
         return real_write(fd, data)
 
     monkeypatch.setattr("engine.store.journal.os.write", full_disk)
-    monkeypatch.setattr("engine.runner.ChatClient", lambda *a, **k: fake())
+    monkeypatch.setattr("engine.runner.job._http_transport", lambda cfg: contextlib.nullcontext(fake()))
     code = cli.main(["run", str(cfg_path)])
     err = capsys.readouterr().err
     assert code == 74
@@ -177,22 +181,22 @@ def test_a_slow_shard_writer_holds_new_requests_back(tmp_path: Path, monkeypatch
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, output={"rows_per_shard": 20}))
     journal_dir = tmp_path / "run" / "journal"
     most = {"segments": 0}
-    real = runner.Job._compact
+    real = ShardWriter.compact
 
-    def slow_compact(self: runner.Job, segment: Path) -> None:
+    def slow_compact(self: ShardWriter, segment: Path) -> dict[str, int]:
         # full segments on disk, the one being compacted included (the open one is not full)
         full = [p for p in list_segments(journal_dir) if p != list_segments(journal_dir)[-1]]
         most["segments"] = max(most["segments"], len(full))
         time.sleep(0.05)
-        real(self, segment)
+        return real(self, segment)
 
-    monkeypatch.setattr(runner.Job, "_compact", slow_compact)
+    monkeypatch.setattr(ShardWriter, "compact", slow_compact)
     job = runner.Job(cfg, client=fake())
     rep = asyncio.run(job.run())
-    assert rep.status == "completed" and job.writer_waits > 0
+    assert rep.status == "completed" and job.writer is not None and job.writer.waits > 0
     # rows already sent when the producer starts waiting still land: 16 in flight (< 20 rows per
     # segment) can fill the open segment once more
-    assert most["segments"] <= runner.MAX_PENDING_SEGMENTS + 1
+    assert most["segments"] <= MAX_PENDING_SEGMENTS + 1
     assert_exactly_once(tmp_path / "run", 400)
 
 
@@ -363,10 +367,10 @@ def test_a_failing_compaction_stops_the_run_instead_of_hanging_it(tmp_path: Path
     inp = make_input(tmp_path, 300)
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, output={"rows_per_shard": 20}))
 
-    def broken(self: runner.Job, segment: Path) -> None:
+    def broken(self: ShardWriter, segment: Path) -> dict[str, int]:
         raise StorageError("cannot write shards (No space left on device); free space and resume")
 
-    monkeypatch.setattr(runner.Job, "_compact", broken)
+    monkeypatch.setattr(ShardWriter, "compact", broken)
 
     async def main() -> BaseException | None:
         task = asyncio.create_task(runner.Job(cfg, client=fake()).run())
@@ -418,9 +422,9 @@ def test_a_bug_recording_one_answer_keeps_the_rest_of_its_batch(tmp_path: Path, 
     inp = make_input(tmp_path, 120)
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
     bad: dict[str, Any] = {}
-    real_done, real_record = runner.Job._on_done, records.completion_record
+    real_done, real_record = Recorder.on_done, records.completion_record
 
-    def on_done(self: runner.Job, batch: list) -> None:
+    def on_done(self: Recorder, batch: list) -> None:
         if "row" not in bad and len(batch) >= 2:
             bad["row"], bad["batch"] = batch[1][0].row_id, [(f[0].row_id, f[0].student_solution) for f in batch]
         real_done(self, batch)
@@ -430,13 +434,13 @@ def test_a_bug_recording_one_answer_keeps_the_rest_of_its_batch(tmp_path: Path, 
             raise RuntimeError("a bug in record building")
         return real_record(item, comp, **kw)
 
-    monkeypatch.setattr(runner.Job, "_on_done", on_done)
+    monkeypatch.setattr(Recorder, "on_done", on_done)
     monkeypatch.setattr(records, "completion_record", completion_record)
     with pytest.raises(RuntimeError, match="a bug in record building"):
         run_job(cfg, client=fake())
     assert bad, "no batch of two or more answers was recorded"
 
-    monkeypatch.setattr(runner.Job, "_on_done", real_done)
+    monkeypatch.setattr(Recorder, "on_done", real_done)
     monkeypatch.setattr(records, "completion_record", real_record)
     asked: list[str] = []
 

@@ -89,3 +89,35 @@ class RunCounters:
     @property
     def rows_finished(self) -> int:
         return self.rows_ok + sum(self.rows_flagged.values()) + sum(self.rows_failed.values())
+
+
+@dataclass(frozen=True)
+class EndpointSnapshot:
+    """One endpoint's state for a progress display."""
+
+    name: str
+    state: str  # closed | open | half_open | disabled
+    in_flight: int
+    limit: int
+    rate_limited: int
+    requests: int
+    retries: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A running job at one instant; reporters format it, nothing else."""
+
+    rows_done: int
+    rows_total: int | None
+    rows_this_session: int
+    rows_per_s: float
+    output_tokens_per_s: float
+    eta_s: float | None
+    in_flight: int
+    retries: int
+    failures: dict[str, int]
+    flagged: dict[str, int]
+    elapsed_s: float
+    endpoints: list[EndpointSnapshot] = field(default_factory=list)
+    paused: bool = False

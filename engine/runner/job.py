@@ -1,0 +1,234 @@
+"""One invocation of a run: set-up, the pipe under a task group, and a clean stop (L4).
+
+    source ──▶ Producer ──items──▶ Pool (dispatch) ──▶ transport ──▶ Recorder ──records──▶ StoreWriter
+    (skips done rows)   (window)    (limits, retries,    (one HTTP      (parse, count)       (journal, then
+                                     routing)             call)                               Parquet shards)
+
+``Job.run`` opens the run store (lock, recovery, the done set), checks the endpoints, then runs the stages
+as tasks of one ``asyncio.TaskGroup``. A stage that fails stops the pool like a graceful stop (everything
+received is journaled) and its error is raised once the pipe has drained. SIGINT/SIGTERM stop taking new
+rows and give in-flight requests ``run.grace_period_s``; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from engine import records
+from engine.core.config import JobConfig
+from engine.core.types import Transport
+from engine.dispatch import Endpoint, Pool
+from engine.parse import PARSER_VERSION
+from engine.policy.metrics import Progress, RunCounters
+from engine.policy.retry import RetryPolicy
+from engine.runner.produce import Producer
+from engine.runner.record import Recorder
+from engine.runner.report import RunReport, build_report, progress
+from engine.runner.startup import make_endpoints, startup_check
+from engine.stages import load_prompt, make_fingerprint, open_source
+from engine.store import RunStore, StoreWriter
+
+log = logging.getLogger("clair")
+
+
+class Job:
+    def __init__(
+        self,
+        cfg: JobConfig,
+        *,
+        retry_failed: bool = False,
+        new_run: bool = False,
+        client: Transport | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        install_signals: bool = False,
+    ):
+        self.cfg = cfg
+        self.retry_failed = retry_failed
+        self.new_run = new_run
+        self.client = client
+        self.on_progress = on_progress
+        self.install_signals = install_signals
+        self.run_dir = cfg.run_dir
+        self.counters = RunCounters()
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        self.max_tokens = cfg.max_tokens
+        self.endpoints: list[Endpoint] = []
+        self.pool: Pool | None = None
+        self.writer: StoreWriter | None = None
+        self.interrupted: int | None = None  # signal number
+
+    def snapshot(self) -> Progress:
+        return progress(self.counters, self.endpoints, self.pool, time.perf_counter() - self.t0)
+
+    # ------------------------------------------------------------ set-up (no request sent)
+
+    def _open_store(self) -> RunStore:
+        cfg = self.cfg
+        self.template = load_prompt(cfg)
+        self.source = open_source(cfg)
+        rid = self.source.row_id_type
+        self.store = RunStore.open(
+            self.run_dir,
+            fingerprint=make_fingerprint(cfg, self.source, self.template),
+            data_schema=records.data_schema(rid, self.source.kept),
+            failure_schema=records.failure_schema(rid, self.source.kept),
+            parser_version=PARSER_VERSION,
+            markers=dataclasses.asdict(self.template.markers),
+            new_run=self.new_run,
+        )
+        return self.store
+
+    async def run(self) -> RunReport:
+        with self._open_store() as store:
+            self.done = store.done_ids(retry_failed=self.retry_failed)
+            c = self.counters
+            c.rows_done_before = len(self.done)
+            c.rows_total = self.source.count_rows() or store.manifest.get("rows_total")
+            if c.rows_done_before:
+                log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
+            store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
+                                rows_total=c.rows_total)
+            async with AsyncExitStack() as stack:
+                client = self.client if self.client is not None else await stack.enter_async_context(
+                    _http_transport(self.cfg))
+                self.endpoints = make_endpoints(self.cfg, self.max_tokens)
+                if c.rows_total is None or c.rows_done_before < c.rows_total:
+                    await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s)
+                await self._pipe(client)
+            return self._finish()
+
+    # ------------------------------------------------------------ the pipe
+
+    async def _pipe(self, client: Transport) -> None:
+        cfg = self.cfg
+        writer = self.writer = self.store.writer(rows_per_segment=cfg.output.rows_per_shard,
+                                   fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
+        # rows ready to go while a full window is in flight
+        window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
+        recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens)
+        pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done)
+        producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters)
+        self._signals(True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._guard(writer.run()), name="store-writer")
+                shown = tg.create_task(self._progress_loop(), name="progress") if self.on_progress else None
+                produce = tg.create_task(self._guard(producer.run()), name="producer")
+                await self._serve(pool, produce)
+                writer.close()  # the last segment goes to the shard writer, which the group waits for
+                if shown is not None:
+                    shown.cancel()
+        finally:
+            self._signals(False)
+            if self.on_progress is not None:
+                self.on_progress(self.snapshot())  # the final counts, for the reporter's last line
+        if pool.fatal is not None:
+            raise pool.fatal
+
+    async def _guard(self, stage: Awaitable[None]) -> None:
+        """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""
+        try:
+            await stage
+        except Exception as e:
+            assert self.pool is not None
+            self.pool.stop(e)
+
+    async def _serve(self, pool: Pool, produce: asyncio.Task[None]) -> None:
+        """Run the pool until every row is done or it is stopped; then drain what is in flight."""
+        serving = asyncio.create_task(pool.run(), name="pool")
+        stopped = asyncio.create_task(pool.stopped.wait())
+        try:
+            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if pool.stopping:
+                produce.cancel()
+                cancelled = await pool.drain(self.cfg.run.grace_period_s if self.interrupted else 0.0)
+                if cancelled:
+                    log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
+                serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)  # a dispatcher's bug is pool.fatal
+        finally:
+            stopped.cancel()
+
+    async def _progress_loop(self) -> None:
+        assert self.on_progress is not None
+        while True:
+            self.on_progress(self.snapshot())
+            await asyncio.sleep(0.5)
+
+    def _signals(self, install: bool) -> None:
+        if not self.install_signals:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if install:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            else:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.interrupted is not None:
+            os._exit(128 + sig)  # second signal: leave at once; every finished row is already in the journal
+        self.interrupted = sig
+        log.warning("%s received: finishing in-flight requests (up to %ss); press Ctrl-C again to quit at once",
+                    signal.Signals(sig).name, self.cfg.run.grace_period_s)
+        assert self.pool is not None
+        self.pool.stop()
+
+    # ------------------------------------------------------------ finishing
+
+    def report(self, status: str, counts: dict[str, Any] | None = None) -> RunReport:
+        c = self.counters
+        return build_report(str(self.run_dir), status, c, self.endpoints, time.perf_counter() - self.t0, counts,
+                            self.cfg.pricing.cost_usd(c.prompt_tokens, c.completion_tokens))
+
+    def _finish(self) -> RunReport:
+        store = self.store
+        if self.retry_failed and not self.interrupted:
+            removed = store.supersede_failures()
+            if removed:
+                log.info("removed %d superseded failure row(s)", removed)
+        counts = store.counts()
+        rep = self.report("interrupted" if self.interrupted else "completed", counts)
+        if self.interrupted:
+            rep.extra["signal"] = self.interrupted
+        elif rep.rows_total is not None and rep.rows_done < rep.rows_total:
+            rep.status = "incomplete"
+        store.end_session(status=rep.status, report=rep.to_dict(), rows_total=rep.rows_total, ended=time.time(),
+                          counts={"data": counts["data"], "failed": counts["failed"],
+                                  "failure_kinds": counts["failure_kinds"]})
+        return rep
+
+
+def _http_transport(cfg: JobConfig) -> Any:
+    """The aiohttp transport for this job's endpoints, as an async context manager (imported lazily: a
+    notebook passing its own transport, and the dry run, never load aiohttp)."""
+    from engine.client import http_transport
+
+    return http_transport(sum(e.max_concurrency for e in cfg.endpoints) + 8, cfg.timeouts.request_s,
+                          cfg.timeouts.connect_s)
+
+
+async def arun_job(cfg: JobConfig, **kwargs: Any) -> RunReport:
+    """Run (or resume) a job from inside a running event loop (notebooks)."""
+    return await Job(cfg, **kwargs).run()
+
+
+def run_job(cfg: JobConfig, **kwargs: Any) -> RunReport:
+    """Run (or resume) a job; blocks until it is done. Uses uvloop when installed."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(arun_job(cfg, **kwargs))

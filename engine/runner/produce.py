@@ -1,0 +1,66 @@
+"""The producer stage: input rows not done yet become work items, only as fast as the pipe has room (L4).
+
+Record batches are read and prepared in a worker thread (``Source.batches`` skips done rows, vectorised);
+each row waits for a place in the window (rows in flight plus one window ready to go) and for the shard
+writer (backpressure), is rendered into its prompt and submitted to the pool. Memory stays flat whatever
+the input's size: nothing is read ahead of the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from engine.core.types import WorkItem
+from engine.dispatch import Pool
+from engine.policy.metrics import RunCounters
+from engine.prompts import PromptTemplate, estimate_tokens, render
+from engine.runner.record import Recorder
+from engine.source import DoneSet, Source
+from engine.store import StoreWriter
+
+log = logging.getLogger("clair")
+
+
+class Producer:
+    def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
+                 writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters):
+        self.source, self.done, self.template = source, done, template
+        self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
+        self.counters = counters
+
+    async def run(self) -> None:
+        pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
+        it = self.source.batches(self.done)
+        seen_rows = self.counters.rows_done_before
+        while not pool.stopping:
+            prepared = await asyncio.to_thread(next, it, None)
+            if prepared is None:
+                break
+            extras = prepared.extras
+            for i, rid in enumerate(prepared.row_ids):
+                if not ready.is_set():
+                    await self._wait_for_writer()
+                await window.acquire()
+                if pool.stopping:
+                    return
+                task, sol = prepared.tasks[i], prepared.solutions[i]
+                extra = extras[i] if extras is not None else {}
+                seen_rows += 1
+                if not task or not sol:
+                    self.recorder.invalid(WorkItem(rid, task or "", sol or "", [], 0, extra))
+                    window.release()
+                    continue
+                messages = render(template, task, sol)
+                pool.submit(WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra))
+        if not pool.stopping:
+            self.counters.rows_total = seen_rows
+            pool.finish_input()
+
+    async def _wait_for_writer(self) -> None:
+        """Backpressure from the shard writer: new rows wait while full journal segments wait for
+        compaction (a CPU-bound run would otherwise pile segments up and spend its end compacting)."""
+        if not self.writer.waits:
+            log.info("the shard writer is behind; new requests wait until it catches up")
+        self.writer.waits += 1
+        await self.writer.ready.wait()

@@ -1,13 +1,16 @@
 """The ``clair`` command: a thin shell over the library (L5). Argument parsing, exit codes, display.
 
-Exit codes: 0 done; 1 unexpected internal error; 2 a user mistake (config, input, endpoint check, run
-state); 74 the disk or permissions failed (resumable); 130/143 stopped by SIGINT/SIGTERM (resumable).
+Exit codes (the README's table): 0 done; 1 unexpected internal error; 2 a user mistake (config, input,
+endpoint check, run state); 3 the run ended without a single usable revision; 74 the disk or permissions
+failed (resumable); 130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g.
+``| head``): quietly, like other Unix tools.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -107,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+#: exit code when the reader of our output went away (128 + SIGPIPE), as with other Unix tools
+EXIT_CLOSED_PIPE = 141
+#: exit code of a run that ended without a single usable revision
+EXIT_NO_REVISION = 3
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``clair stats RUN | head -1``): stop quietly. Later writes (and the
+    interpreter's final flush) go to /dev/null, so no second BrokenPipeError is printed at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_PIPE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -176,6 +198,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if rep.status == "interrupted":
         print(f"stopped; resume with: {_resume_hint(args)}", file=sys.stderr)
         return 128 + int(rep.extra.get("signal", 2))
+    failed = sum(rep.rows_failed.values())
+    if rep.rows_done and failed == rep.rows_done:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(rep.rows_failed.items(), key=lambda kv: -kv[1]))
+        print(f"error: no row got a usable revision ({failed} failed: {kinds}); look at the reasons with "
+              f"`clair status {rep.run_dir}` and fix the config, the input or the endpoint", file=sys.stderr)
+        return EXIT_NO_REVISION
     return 0
 
 

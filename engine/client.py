@@ -31,7 +31,13 @@ _RATE_HEADERS = (
 )
 
 
-def decode_completion(data: bytes, latency_s: float, rate_headers: dict[str, str]) -> Completion:
+def _not_api(what: str, content_type: str) -> str:
+    return f"does not look like an OpenAI-compatible API (got {content_type}; {what})"
+
+
+def decode_completion(
+    data: bytes, latency_s: float, rate_headers: dict[str, str], content_type: str | None = None
+) -> Completion:
     """Decode an OpenAI chat.completion body; raise MalformedResponse when it is not one."""
     try:
         obj = orjson.loads(data)
@@ -45,6 +51,8 @@ def decode_completion(data: bytes, latency_s: float, rate_headers: dict[str, str
         details = usage.get("completion_tokens_details") or {}
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as e:
         raw = data[:2000].decode("utf-8", "replace")
+        if content_type and "json" not in content_type:
+            raise MalformedResponse(_not_api("not a chat completion", content_type), raw=raw) from None
         raise MalformedResponse(f"not a chat completion ({type(e).__name__})", raw=raw) from None
     return Completion(
         content=content or "",
@@ -109,6 +117,7 @@ class ChatClient:
                 data = await resp.read()
                 status = resp.status
                 rate = _rate_headers(resp.headers)
+                ctype = resp.content_type
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise RequestTimeout(f"no answer within the timeout ({type(e).__name__})") from None
         except aiohttp.ClientResponseError as e:
@@ -126,7 +135,7 @@ class ChatClient:
             )
             err.latency_s = latency
             raise err
-        return decode_completion(data, latency, rate)
+        return decode_completion(data, latency, rate, ctype)
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
         """Model ids the endpoint serves; None when it has no /models route (404)."""
@@ -134,6 +143,7 @@ class ChatClient:
             async with self.session.get(url + "/models", headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
                 status = resp.status
+                ctype = resp.content_type
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise RequestTimeout("no answer to GET /models within the timeout") from None
         except (aiohttp.ClientError, OSError) as e:
@@ -142,11 +152,22 @@ class ChatClient:
             return None
         if status >= 400:
             raise HTTPStatusError(status, _error_message(data))
-        try:
-            obj = orjson.loads(data)
-            return [str(m["id"]) for m in obj["data"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
+        return decode_models(data, ctype)
+
+
+def decode_models(data: bytes, content_type: str | None = None) -> list[str]:
+    """The model ids of an OpenAI ``/models`` answer; MalformedResponse when it is not a model list."""
+    try:
+        obj = orjson.loads(data)
+        models = obj["data"]
+        if not isinstance(models, list):
+            raise TypeError("data is not a list")
+        return [str(m["id"]) for m in models]
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError) as e:
+        raw = data[:2000].decode("utf-8", "replace")
+        if content_type and "json" not in content_type:
+            raise MalformedResponse(_not_api("GET /models is not a model list", content_type), raw=raw) from None
+        raise MalformedResponse(f"GET /models is not a model list ({type(e).__name__})", raw=raw) from None
 
 
 Handler = Callable[[str, dict[str, str], dict[str, Any]], Awaitable[Completion]]

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from engine.core.errors import EndpointError, HTTPStatusError, StartupError, TransportError
+from engine.core.errors import EndpointError, HTTPStatusError, MalformedResponse, StartupError, TransportError
 from engine.core.types import Completion, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
@@ -87,6 +87,8 @@ class Endpoint:
         self.breaker = CircuitBreaker(failure_threshold=breaker_failures, open_s=breaker_open_s)
         self.breaker_changed = asyncio.Event()
         self.disabled: str | None = None
+        #: no /models route at the start-up check: until its first answer parses, a malformed answer disables it
+        self.unverified = False
         self.counters = EndpointCounters()
         self.in_flight = 0
         self.expected_completion = expected_completion_tokens
@@ -407,6 +409,7 @@ class Pool:
             ep.tpm.refund(ep.cost(item) - (pt + ct))
         ep.breaker.record_success()
         ep.breaker_changed.set()
+        ep.unverified = False
         if ep.controller is not None:
             ep.controller.on_success(comp.latency_s, comp.rate_headers)
             ep.apply_controller()
@@ -421,12 +424,13 @@ class Pool:
             if ep.controller is not None:
                 ep.controller.on_congestion(err.headers, latency_s=err.latency_s)
                 ep.apply_controller()
-        if isinstance(err, TransportError) or (status is not None and status >= 500 and status != 503):
-            ep.breaker.record_failure()  # the endpoint itself is failing
+        malformed = isinstance(err, MalformedResponse)
+        if isinstance(err, TransportError) or malformed or (status is not None and status >= 500 and status != 503):
+            ep.breaker.record_failure()  # the endpoint itself is failing (a wrong URL answers malformed)
         else:
-            ep.breaker.release()  # 429 / 4xx / malformed: says nothing about the endpoint's health
+            ep.breaker.release()  # 429 / 4xx: says nothing about the endpoint's health
         ep.breaker_changed.set()
-        if status in FATAL_STATUSES:
+        if status in FATAL_STATUSES or (malformed and ep.unverified):
             self._disable(ep, item, err)
             return False
         item.last_error = f"{err.kind}: {err}"

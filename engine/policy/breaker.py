@@ -131,6 +131,12 @@ class CircuitBreaker:
         if self._failures >= self.failure_threshold:
             self._open(self.base_open_s)
 
+    def trip(self) -> None:
+        """Open now (an endpoint found dead before its first request): probed after the open time."""
+        self._tick()
+        if self._state != "open":
+            self._open(self.base_open_s)
+
     def release(self) -> None:
         """An allowed request ended without a verdict (cancelled, 429, 4xx): frees the probe slot."""
         self._tick()

@@ -102,7 +102,7 @@ class Job:
                     _http_transport(self.cfg))
                 self.endpoints = make_endpoints(self.cfg, self.max_tokens)
                 if c.rows_total is None or c.rows_done_before < c.rows_total:
-                    await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s)
+                    await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s + 20)
                 await self._pipe(client)
             return self._finish()
 

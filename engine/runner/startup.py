@@ -12,7 +12,14 @@ import asyncio
 import logging
 
 from engine.core.config import JobConfig
-from engine.core.errors import ConnectError, EndpointError, HTTPStatusError, RequestTimeout, StartupError
+from engine.core.errors import (
+    ConnectError,
+    EndpointError,
+    HTTPStatusError,
+    MalformedResponse,
+    RequestTimeout,
+    StartupError,
+)
 from engine.core.types import Transport
 from engine.dispatch import Endpoint
 
@@ -48,28 +55,44 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
     return eps
 
 
-async def startup_check(client: Transport, endpoints: list[Endpoint], connect_timeout_s: float) -> None:
-    """GET /models on every endpoint; raise StartupError before any row is sent if one is unusable."""
-
-    async def check(i: int, ep: Endpoint) -> None:
-        where = f"endpoints[{i}] ({ep.url})"
+async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s: float) -> None:
+    """GET /models on every endpoint, all at once; raise StartupError before any row is sent when an
+    endpoint refuses the key, does not serve the model or does not speak the API, or when every one is
+    unreachable. An unreachable endpoint among healthy ones is left out for now: one line, its breaker
+    opened, probed later as during a run."""
+    async def check(ep: Endpoint) -> list[str] | None:
         try:
-            models = await asyncio.wait_for(client.list_models(ep.url, ep.headers), connect_timeout_s + 20)
-        except (ConnectError, RequestTimeout, TimeoutError) as e:
-            raise StartupError(f"{where} is unreachable ({e}); start the server or fix the url") from None
-        except HTTPStatusError as e:
-            if e.status in (401, 403):
-                raise StartupError(
-                    f"{where} rejected the API key (HTTP {e.status}); check the env var named in api_key_env"
-                ) from None
-            raise StartupError(f"{where} failed the start-up check ({e}); check the url") from None
-        except EndpointError as e:
-            raise StartupError(f"{where} failed the start-up check ({e}); check the url") from None
-        if models is None:
-            log.info("%s has no /models route; the first request is the check", ep.name)
-            return
-        if ep.model not in models:
-            shown = ", ".join(models[:10]) or "none"
-            raise StartupError(f"{where} does not serve model {ep.model!r} (it serves: {shown}); fix endpoints[{i}].model")
+            return await asyncio.wait_for(client.list_models(ep.url, ep.headers), timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer to GET /models within {timeout_s:g}s") from None
 
-    await asyncio.gather(*(check(i, ep) for i, ep in enumerate(endpoints)))
+    # every check ends before this returns (no request outlives the transport it was made on)
+    results = await asyncio.gather(*(check(ep) for ep in endpoints), return_exceptions=True)
+    dead: list[tuple[int, Endpoint, BaseException]] = []
+    for i, (ep, res) in enumerate(zip(endpoints, results, strict=True)):
+        where = f"endpoints[{i}] ({ep.url})"
+        if isinstance(res, ConnectError | RequestTimeout):
+            dead.append((i, ep, res))
+        elif isinstance(res, HTTPStatusError) and res.status in (401, 403):
+            raise StartupError(
+                f"{where} rejected the API key (HTTP {res.status}); check the env var named in api_key_env")
+        elif isinstance(res, MalformedResponse):
+            raise StartupError(f"{where} {res}; set url to the server's OpenAI-compatible base URL (ending in /v1)")
+        elif isinstance(res, EndpointError):
+            raise StartupError(f"{where} failed the start-up check ({res}); check the url")
+        elif isinstance(res, BaseException):
+            raise res
+        elif res is None:
+            log.info("%s has no /models route; its first answer is the check", ep.name)
+            ep.unverified = True
+        elif ep.model not in res:
+            shown = ", ".join(res[:10]) or "none"
+            raise StartupError(f"{where} does not serve model {ep.model!r} (it serves: {shown}); fix endpoints[{i}].model")
+    if dead and len(dead) == len(endpoints):
+        i, ep, err = dead[0]
+        more = f" (and {len(dead) - 1} more endpoint(s) likewise)" if len(dead) > 1 else ""
+        raise StartupError(f"endpoints[{i}] ({ep.url}) is unreachable ({err}){more}; start the server or fix the url")
+    for i, ep, err in dead:
+        log.warning("endpoints[%d] (%s) is unreachable (%s); going on without it, it is tried again later",
+                    i, ep.url, err)
+        ep.breaker.trip()

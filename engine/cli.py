@@ -150,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_export(args)
     if args.command == "stats":
-        from engine.commands.export import cmd_stats
+        from engine.commands.stats import cmd_stats
 
         return cmd_stats(args)
     if args.command == "bench":

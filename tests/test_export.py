@@ -16,17 +16,10 @@ import pytest
 import yaml
 
 from engine.cli import main
-from engine.commands.export import (
-    ExportError,
-    ExportOptions,
-    ExportResult,
-    HubPushError,
-    check_hub_target,
-    collect_stats,
-    dataset_card,
-    export_run,
-    format_stats,
-)
+from engine.commands.card import dataset_card, training_recipe
+from engine.commands.export import ExportError, ExportOptions, ExportResult, export_run
+from engine.commands.hub import HubPushError, check_hub_target
+from engine.commands.stats import collect_stats, format_stats
 from engine.core.errors import RunStateError, UserError
 from engine.minimality import jaccard, length_ratio, levenshtein, pair_metrics
 from engine.records import data_schema, failure_schema
@@ -306,8 +299,9 @@ def test_distance_and_jaccard_filters(run, capsys):
 
 def test_export_streams_in_batches_and_row_groups(run, monkeypatch):
     import engine.commands.export as ex
+    from engine.commands import rundata
 
-    monkeypatch.setattr(ex, "BATCH_ROWS", 2)
+    monkeypatch.setattr(rundata, "BATCH_ROWS", 2)
     monkeypatch.setattr(ex, "ROW_GROUP_ROWS", 2)
     res = export_run(run, run / "s.parquet", ExportOptions(include_flagged=True, keep_identical=True))
     assert res.rows_exported == 8
@@ -432,6 +426,17 @@ def test_dataset_card_text():
     assert "| levenshtein | 12.0 | 1.0 | 5.0 | 30.0 |" in body
     assert 'loss_type="apo_zero"' in body and 'load_dataset("my-org/clair-pairs"' in body
     assert "secret-host" not in card and "***" not in card  # no endpoint URLs or headers
+
+
+def test_dataset_card_follows_the_format():
+    res = _result()
+    res.format = "ultrafeedback"
+    body = dataset_card(MANIFEST, res).split("\n---\n", 1)[1]
+    assert "Pairs: **4** (ultrafeedback layout)" in body and "full conversations `[user turn" in body
+    assert "`row_id`" not in body  # the TRL layout's text is not used
+    # one APO recipe serves every format today (its text is chosen by training_recipe(format, repo_id))
+    assert training_recipe("ultrafeedback", None) in body and 'load_dataset("ORG/NAME"' in body
+    assert training_recipe("ultrafeedback", None) == training_recipe("trl", None)
 
 
 def test_hub_target_checks_need_no_network(monkeypatch, tmp_path):

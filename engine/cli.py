@@ -161,8 +161,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    parts = ["clair", "run", args.config] + [f"--set {shlex.quote(o)}" for o in args.overrides]
-    return " ".join(parts)
+    """The command that resumes this run: paths quoted for a shell, secret values given by --set (headers,
+    keys, tokens) shown as ``***`` (never printed; the user gives them again)."""
+    from engine.core.config import is_secret_override
+
+    sets = [o.split("=", 1)[0] + "=***" if is_secret_override(o) else o for o in args.overrides]
+    return " ".join(["clair", "run", shlex.quote(args.config)] + [f"--set {shlex.quote(o)}" for o in sets])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -212,7 +216,9 @@ def _print_summary(rep: dict[str, Any]) -> None:
     flagged = rep["rows_flagged"]
     total = rep["rows_total"]
     print(f"run directory: {rep['run_dir']}")
-    print(f"rows: {rep['rows_done']} of {total if total is not None else '?'} done"
+    of = f"of {total if total is not None else '?'}" if total is None or rep["rows_done"] <= total else \
+        f"(the input now selects {total})"
+    print(f"rows: {rep['rows_done']} {of} done"
           f" ({sum(failed.values())} failed{', ' + ', '.join(f'{k} {v}' for k, v in sorted(failed.items())) if failed else ''})"
           + (f"; flagged: {', '.join(f'{k} {v}' for k, v in sorted(flagged.items()))}" if flagged else ""))
     lat = rep["latency"]

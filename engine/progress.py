@@ -22,13 +22,18 @@ def _dur(s: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
-def format_line(p: Progress) -> str:
+def _rows(p: Progress) -> str:
+    """``done/total (pct)``; the percentage stops at 100 (a run may hold more rows than a lowered limit)."""
     total = p.rows_total if p.rows_total is not None else "?"
-    pct = f" ({100.0 * p.rows_done / p.rows_total:.1f}%)" if p.rows_total else ""
+    pct = f" ({min(100.0, 100.0 * p.rows_done / p.rows_total):.1f}%)" if p.rows_total else ""
+    return f"{p.rows_done}/{total}{pct}"
+
+
+def format_line(p: Progress) -> str:
     fails = sum(p.failures.values())
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items()))
     line = (
-        f"rows {p.rows_done}/{total}{pct} | {p.rows_per_s:.1f} rows/s | {p.output_tokens_per_s:.0f} out tok/s"
+        f"rows {_rows(p)} | {p.rows_per_s:.1f} rows/s | {p.output_tokens_per_s:.0f} out tok/s"
         f" | ETA {_dur(p.eta_s)} | in flight {p.in_flight} | retries {p.retries} | failed {fails}"
         + (f" ({kinds})" if kinds else "")
     )
@@ -80,9 +85,7 @@ class RichReporter:
 
         self._last_seen = p
         t = Table.grid(padding=(0, 2))
-        total = p.rows_total if p.rows_total is not None else "?"
-        pct = f" ({100.0 * p.rows_done / p.rows_total:.1f}%)" if p.rows_total else ""
-        t.add_row("rows", f"{p.rows_done}/{total}{pct}", "ETA", _dur(p.eta_s))
+        t.add_row("rows", _rows(p), "ETA", _dur(p.eta_s))
         t.add_row("rows/s", f"{p.rows_per_s:.1f}", "out tok/s", f"{p.output_tokens_per_s:.0f}")
         t.add_row("in flight", str(p.in_flight), "retries", str(p.retries))
         fails = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items())) or "0"

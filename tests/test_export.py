@@ -434,9 +434,10 @@ def test_dataset_card_follows_the_format():
     body = dataset_card(MANIFEST, res).split("\n---\n", 1)[1]
     assert "Pairs: **4** (ultrafeedback layout)" in body and "full conversations `[user turn" in body
     assert "`row_id`" not in body  # the TRL layout's text is not used
-    # one APO recipe serves every format today (its text is chosen by training_recipe(format, repo_id))
+    # each layout gets the recipe that works in TRL: ultrafeedback's string prompt must go (implicit prompt)
     assert training_recipe("ultrafeedback", None) in body and 'load_dataset("ORG/NAME"' in body
-    assert training_recipe("ultrafeedback", None) == training_recipe("trl", None)
+    assert 'train.remove_columns(["prompt"])' in body
+    assert "remove_columns" not in training_recipe("trl", None) and 'loss_type="apo_zero"' in training_recipe("trl", None)
 
 
 def test_hub_target_checks_need_no_network(monkeypatch, tmp_path):

@@ -195,12 +195,12 @@ def test_retry_failed_moves_recovered_rows_to_data(tmp_path: Path) -> None:
         cfg = write_config(tmp_path, bad.url, inp, retry={"max_attempts": 1},
                            run={"progress": "off", "breaker_failures": 1000})
         r = clair("run", str(cfg))
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 3, r.stderr  # not a single usable revision: exit 3, the rows are recorded
     data, fails = read_ids(tmp_path / "run")
     assert not data and sorted(fails) == list(range(40))
     with MockProcess([]) as good:
         r = clair("run", str(cfg), "--set", f"endpoints.0.url={good.url}")
-        assert r.returncode == 0 and _served(good) == 0  # a plain resume re-requests nothing
+        assert r.returncode == 3 and _served(good) == 0  # a plain resume re-requests nothing
         r = clair("run", str(cfg), "--set", f"endpoints.0.url={good.url}", "--retry-failed")
         assert r.returncode == 0, r.stderr
         assert _served(good) == 40

@@ -53,10 +53,15 @@ def layout_text(fmt: str) -> str:
 
 
 def training_recipe(fmt: str, repo_id: str | None) -> str:
-    """The card's "Training with APO" section for an export in format ``fmt``.
-
-    Today one TRL recipe serves every format (``fmt`` is not read yet); a per-format recipe is an edit here.
+    """The card's "Training with APO" section for an export in format ``fmt``: the TRL recipe that works for
+    that layout. ``trl`` is TRL's conversational explicit-prompt form, taken as it is. ``ultrafeedback`` keeps
+    the whole conversation in ``chosen``/``rejected`` beside a string ``prompt``: TRL's DPOTrainer (1.x) then
+    needs the ``prompt`` column removed (it takes the prompt from the shared turns: implicit-prompt form).
     """
+    name = repo_id or "ORG/NAME"
+    load = f'train = load_dataset("{name}", split="train")'
+    if fmt == "ultrafeedback":
+        load += '\ntrain = train.remove_columns(["prompt"])  # chosen/rejected hold the whole conversation'
     return f"""## Training with APO
 
 CLAIR pairs are meant for Anchored Preference Optimization (`apo_zero`: the revisions are better than
@@ -66,7 +71,7 @@ the model's own answers). With TRL:
 from datasets import load_dataset
 from trl import DPOConfig, DPOTrainer
 
-train = load_dataset("{repo_id or 'ORG/NAME'}", split="train")
+{load}
 args = DPOConfig(output_dir="clair-apo", loss_type="apo_zero", beta=0.1, learning_rate=2e-7)
 trainer = DPOTrainer(model="YOUR/BASE-MODEL", args=args, train_dataset=train)
 trainer.train()

@@ -423,6 +423,12 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     return from_dict(raw, base_dir=".")
 
 
+def is_secret_override(override: str) -> bool:
+    """Does a ``--set KEY.PATH=VALUE`` carry a secret (a header, a key, a token), by its key path?"""
+    parts = [p.lower() for p in override.split("=", 1)[0].split(".")]
+    return "headers" in parts or bool(SECRET_KEY_RE.search(parts[-1]))
+
+
 def redact_secrets(obj: Any, key: str = "") -> Any:
     """Replace values of secret-looking keys and of every header with "***"."""
     if isinstance(obj, dict):

@@ -92,8 +92,14 @@ class Job:
             self.done = store.done_ids(retry_failed=self.retry_failed)
             c = self.counters
             c.rows_done_before = len(self.done)
-            c.rows_total = self.source.count_rows() or store.manifest.get("rows_total")
-            if c.rows_done_before:
+            counted = self.source.count_rows()
+            self.total_known = counted is not None
+            c.rows_total = counted if counted is not None else store.manifest.get("rows_total")
+            if c.rows_total is not None and c.rows_done_before > c.rows_total:
+                log.warning("%s already holds %d rows, more than the %d input rows now selected (was input.limit "
+                            "lowered?); rows past the limit are kept, nothing more is sent for them",
+                            self.run_dir, c.rows_done_before, c.rows_total)
+            elif c.rows_done_before:
                 log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
             store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
                                 rows_total=c.rows_total)
@@ -116,7 +122,8 @@ class Job:
         window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
         recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens)
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done)
-        producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters)
+        producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
+                            total_known=self.total_known)
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:

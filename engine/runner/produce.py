@@ -24,10 +24,12 @@ log = logging.getLogger("clair")
 
 class Producer:
     def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
-                 writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters):
+                 writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool):
         self.source, self.done, self.template = source, done, template
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
+        #: the input's row count was known up front (Parquet metadata), not a hint from an earlier session
+        self.total_known = total_known
 
     async def run(self) -> None:
         pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
@@ -54,7 +56,8 @@ class Producer:
                 messages = render(template, task, sol)
                 pool.submit(WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra))
         if not pool.stopping:
-            self.counters.rows_total = seen_rows
+            if not self.total_known:  # JSONL, CSV, hub datasets: the total is known once read to the end
+                self.counters.rows_total = seen_rows
             pool.finish_input()
 
     async def _wait_for_writer(self) -> None:

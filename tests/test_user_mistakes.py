@@ -1,6 +1,6 @@
-"""Start-up check and the truth of exit codes (issue 14): an endpoint that does not speak the API is caught
-before the first paid request, a dead endpoint among healthy ones is left out, a run without a single usable
-revision exits 3, and a closed output pipe ends a command quietly."""
+"""User mistakes that cost nothing (issue 14): an endpoint that does not speak the API is caught before the
+first paid request, a dead endpoint among healthy ones is left out, a run without a single usable revision
+exits 3, a closed output pipe ends a command quietly, messages say what is wrong and hide secrets."""
 
 from __future__ import annotations
 
@@ -163,3 +163,30 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path: Path, mock: MockProcess, ar
     code = p.wait(60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert code in (0, 141)
+
+
+def test_the_resume_hint_quotes_paths_and_hides_secrets_given_by_set() -> None:
+    import argparse
+
+    from engine.cli import _resume_hint
+
+    args = argparse.Namespace(config="my jobs/job.yaml", overrides=[
+        "endpoints.0.headers.Authorization=Bearer sk-123", "endpoints.0.api_key=sk-456", "output.dir=runs/a b",
+        "endpoints.0.api_key_env=OPENAI_API_KEY"])
+    hint = _resume_hint(args)
+    assert "sk-123" not in hint and "sk-456" not in hint
+    assert hint == ("clair run 'my jobs/job.yaml' --set 'endpoints.0.headers.Authorization=***' "
+                    "--set 'endpoints.0.api_key=***' --set 'output.dir=runs/a b' "
+                    "--set endpoints.0.api_key_env=OPENAI_API_KEY")
+
+
+def test_lowering_input_limit_below_the_rows_done_says_so(tmp_path: Path, mock: MockProcess) -> None:
+    inp = make_input(tmp_path, 60)
+    cfg = write_config(tmp_path, mock.url, inp)
+    assert clair("run", str(cfg)).returncode == 0
+    before = mock.stats()["requests"]
+    r = clair("run", str(cfg), "--set", "input.limit=20", "--progress", "plain")
+    assert r.returncode == 0, r.stderr
+    assert "already holds 60 rows, more than the 20 input rows now selected" in r.stderr
+    assert "rows: 60 (the input now selects 20) done" in r.stdout and "%" not in r.stdout
+    assert "300.0%" not in r.stderr and mock.stats()["requests"] == before

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     own_process = argv is None  # a `clair` process of its own, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mock-server"]:
-        from engine.tools.mockserver import main as mock_main
+        from engine.tools.mockserver.cli import main as mock_main
 
         return mock_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -24,7 +24,7 @@ from engine.tools.mockserver.cli import main as mock_main
 from engine.tools.mockserver.config import MockConfig
 from engine.tools.mockserver.limits import duration
 from engine.tools.mockserver.revision import EMPTY_REVISION, mock_revision, revise
-from engine.tools.synthetic import generate_rows
+from engine.tools.synthetic.rows import generate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

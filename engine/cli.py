@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_stats(args)
     if args.command == "bench":
-        from engine.tools.bench import cmd_bench
+        from engine.tools.bench.command import cmd_bench
 
         return cmd_bench(args)
     raise AssertionError(args.command)

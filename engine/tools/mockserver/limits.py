@@ -55,7 +55,6 @@ def duration(seconds: float) -> str:
     return f"{h}h{m}m{s}s" if h else f"{m}m{s}s"
 
 
-
 class Limits:
     """The rpm and tpm buckets of one server (``None`` where that limit is not set)."""
 

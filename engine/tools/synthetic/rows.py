@@ -92,8 +92,6 @@ def _rational(r: Callable[[], float], issues: list[str]) -> str:
     return f"{pick(r, _RATIONAL_OPEN)} {found} {pick(r, _RATIONAL_CLOSE)}"
 
 
-
-
 def raw_rows(n: int, seed: int, start: int) -> Iterator[tuple[str, str, str, str]]:
     if n < 0 or start < 0:
         raise ValueError("n and start must be >= 0")

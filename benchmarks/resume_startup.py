@@ -40,15 +40,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.tools.bench import (  # noqa: E402
-    OUT_DIR,
-    PRESETS,
-    MockStats,
-    ensure_data,
-    machine_info,
-    proc_hwm_mb,
-    run_scenario,
-)
+from engine.tools.bench.data import ensure_data  # noqa: E402
+from engine.tools.bench.mockstats import MockStats  # noqa: E402
+from engine.tools.bench.presets import PRESETS  # noqa: E402
+from engine.tools.bench.probe import machine_info, proc_hwm_mb  # noqa: E402
+from engine.tools.bench.run import OUT_DIR, run_scenario  # noqa: E402
 from engine.tools.mockserver_proc import MockProcess  # noqa: E402
 
 TARGET_S = 5.0

@@ -32,17 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import resume_startup  # noqa: E402
 
-from engine.tools.bench import (  # noqa: E402
-    OUT_DIR,
-    PRESETS,
-    TARGETS,
-    ensure_data,
-    fault_summary,
-    format_result,
-    machine_info,
-    rate_limit_summary,
-    run_scenario,
-)
+from engine.tools.bench.data import ensure_data  # noqa: E402
+from engine.tools.bench.presets import PRESETS  # noqa: E402
+from engine.tools.bench.probe import machine_info  # noqa: E402
+from engine.tools.bench.report import fault_summary, format_result, rate_limit_summary  # noqa: E402
+from engine.tools.bench.results import TARGETS  # noqa: E402
+from engine.tools.bench.run import OUT_DIR, run_scenario  # noqa: E402
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, END = "<!-- BEGIN GENERATED (benchmarks/run_all.py) -->", "<!-- END GENERATED -->"

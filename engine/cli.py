@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     own_process = argv is None  # a `clair` process of its own, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["mock-server"]:
-        from engine.tools.mockserver import main as mock_main
+        from engine.tools.mockserver.cli import main as mock_main
 
         return mock_main(argv[1:])
     args = build_parser().parse_args(argv)
@@ -154,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_stats(args)
     if args.command == "bench":
-        from engine.tools.bench import cmd_bench
+        from engine.tools.bench.command import cmd_bench
 
         return cmd_bench(args)
     raise AssertionError(args.command)

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from engine.tools.synthetic import write_sample
+from engine.tools.synthetic.files import write_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 

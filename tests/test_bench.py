@@ -16,23 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.tools.bench import (
-    FAULT_MIX,
-    PRESETS,
-    Sample,
-    Scenario,
-    achieved_fraction,
-    ensure_data,
-    fault_adjusted_limit,
-    fault_summary,
-    format_result,
-    per_thousand,
-    rate_limit_summary,
-    rate_window,
-    run_scenario,
-    steady_window,
-    theoretical_limit,
-)
+from engine.tools.bench.data import ensure_data
+from engine.tools.bench.limits import achieved_fraction, fault_adjusted_limit, per_thousand, theoretical_limit
+from engine.tools.bench.presets import FAULT_MIX, PRESETS, Scenario
+from engine.tools.bench.report import fault_summary, format_result, rate_limit_summary
+from engine.tools.bench.results import rate_window
+from engine.tools.bench.run import run_scenario
+from engine.tools.bench.samples import Sample, steady_window
 
 # ------------------------------------------------------------------------------------------ arithmetic
 
@@ -152,7 +142,7 @@ SHORT = {
 
 @pytest.mark.parametrize("name", sorted(SHORT))
 def test_each_preset_runs_on_a_few_hundred_rows(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.tools.bench.POLL_S", 0.01)
+    monkeypatch.setattr("engine.tools.bench.run.POLL_S", 0.01)
     sc: Scenario = dataclasses.replace(PRESETS[name], **SHORT[name])
     res = run_scenario(sc, out_dir=tmp_path, data_dir=tmp_path / "data")
     n = sc.rows

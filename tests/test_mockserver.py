@@ -18,18 +18,13 @@ import aiohttp
 import orjson
 import pytest
 
-from engine.tools import mockserver
-from engine.tools.mockserver import (
-    ANSWER_STYLES,
-    STATE_KEY,
-    MockConfig,
-    answer_style,
-    build_answer,
-    make_app,
-    mock_revision,
-    start_server,
-)
-from engine.tools.synthetic import generate_rows
+from engine.tools.mockserver.answers import ANSWER_STYLES, answer_style, build_answer
+from engine.tools.mockserver.app import STATE_KEY, make_app, start_server
+from engine.tools.mockserver.cli import main as mock_main
+from engine.tools.mockserver.config import MockConfig
+from engine.tools.mockserver.limits import duration
+from engine.tools.mockserver.revision import EMPTY_REVISION, mock_revision, revise
+from engine.tools.synthetic.rows import generate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +107,7 @@ def test_mock_revision_is_deterministic_minimal_and_clean() -> None:
     changed = 0
     for sol in SOLUTIONS:
         rev = mock_revision(sol)
-        assert rev == mock_revision(sol) == mockserver._revise.__wrapped__(sol)[0]
+        assert rev == mock_revision(sol) == revise.__wrapped__(sol)[0]
         assert rev and rev == rev.strip()
         assert not _ANY_MARKER.search(rev)
         assert "{student_solution}" not in rev and "{task}" not in rev
@@ -120,7 +115,7 @@ def test_mock_revision_is_deterministic_minimal_and_clean() -> None:
     assert changed == len(SOLUTIONS)
     assert mock_revision("Teh answer is 42.") == "The answer is 42."
     assert mock_revision("I beleive it is teh best. Basically, it works.") == "I believe it is the best. It works."
-    assert mock_revision("") == mock_revision("  \n ") == mockserver._EMPTY_REVISION
+    assert mock_revision("") == mock_revision("  \n ") == EMPTY_REVISION
     assert mock_revision("No flaws here.") == "No flaws here.\n\nI hope this helps!"
 
 
@@ -153,7 +148,7 @@ def test_answer_style_is_stable_and_covers_all_styles() -> None:
 
 
 def test_duration_format() -> None:
-    d = mockserver._duration
+    d = duration
     assert [d(0), d(-1), d(0.12), d(0.0001), d(1), d(1.5), d(59.9996), d(360), d(3723)] == [
         "0s", "0s", "120ms", "1ms", "1s", "1.5s", "60s", "6m0s", "1h2m3s",
     ]
@@ -173,12 +168,12 @@ def test_config_validation_and_secret_free_repr() -> None:
 
 
 def test_lognormal_latency_keeps_the_mean_and_clamps() -> None:
-    st = make_app(MockConfig(latency_ms=10, latency_dist="lognormal", latency_sigma=1.0, seed=3))[STATE_KEY]
+    st = make_app(MockConfig(latency_ms=10, latency_dist="lognormal", latency_sigma=1.0, seed=3))[STATE_KEY].inject
     xs = [st.latency() for _ in range(40000)]
     assert abs(sum(xs) / len(xs) - 0.010) < 0.0008
     assert max(xs) <= 0.6 + 1e-12
-    assert make_app(MockConfig(latency_ms=10))[STATE_KEY].latency() == 0.010
-    st2 = make_app(MockConfig(latency_ms=10, latency_dist="lognormal", latency_sigma=3.0))[STATE_KEY]
+    assert make_app(MockConfig(latency_ms=10))[STATE_KEY].inject.latency() == 0.010
+    st2 = make_app(MockConfig(latency_ms=10, latency_dist="lognormal", latency_sigma=3.0))[STATE_KEY].inject
     assert max(st2.latency() for _ in range(5000)) == pytest.approx(0.6)
 
 
@@ -352,10 +347,12 @@ async def test_fault_hang_times_out_and_shutdown_is_prompt(caplog: pytest.LogCap
         pending = asyncio.ensure_future(s.post("/v1/chat/completions", json=chat_body("y")))
         while (await stats(s))["in_flight"] < 2:
             await asyncio.sleep(0.01)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        await runner.cleanup()  # must not wait for hang_s (nor for the 5 s shutdown timeout)
-        assert loop.time() - t0 < 4.0
+        st = runner.app[STATE_KEY]
+        assert len(st.sleepers) == 2 and st.woken_at_shutdown == 0
+        # must not wait for hang_s (nor for the 5 s shutdown timeout): shutdown wakes both sleeping
+        # handlers, which then drop their connections
+        await runner.cleanup()
+        assert st.woken_at_shutdown == 2 and not st.sleepers and st.in_flight == 0
         with pytest.raises(aiohttp.ClientConnectionError):
             await pending
     assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
@@ -479,12 +476,26 @@ async def test_stats_counters_and_reset() -> None:
 
 
 async def test_latency_is_applied() -> None:
-    async with served(latency_ms=80) as s:
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        async with s.post("/v1/chat/completions", json=chat_body("x")) as r:
-            assert r.status == 200
-        assert loop.time() - t0 >= 0.075
+    runner, port = await start_server(MockConfig(latency_ms=80))
+    st = runner.app[STATE_KEY]
+    slept: list[float] = []
+    real_sleep = st.sleep
+
+    async def recording_sleep(delay: float) -> bool:  # the real sleep, with a record of each delay
+        slept.append(delay)
+        return await real_sleep(delay)
+
+    st.sleep = recording_sleep  # type: ignore[method-assign]
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as s:
+            async with s.post("/v1/chat/completions", json=chat_body("x")) as r:
+                assert r.status == 200
+            assert slept == [0.080]  # the answer waited for the configured latency
+            async with s.get("/v1/models") as r:
+                assert r.status == 200
+        assert slept == [0.080]  # only chat requests wait
+    finally:
+        await runner.cleanup()
 
 
 def test_cli_serves_and_stops_on_sigterm() -> None:
@@ -523,6 +534,6 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
 
 
 def test_cli_rejects_missing_key_env(capsys: pytest.CaptureFixture[str]) -> None:
-    assert mockserver.main(["--api-key-env", "CLAIR_SURELY_UNSET_VAR_123"]) == 2
+    assert mock_main(["--api-key-env", "CLAIR_SURELY_UNSET_VAR_123"]) == 2
     assert "CLAIR_SURELY_UNSET_VAR_123" in capsys.readouterr().err
-    assert mockserver.main(["--rate-500", "2"]) == 2
+    assert mock_main(["--rate-500", "2"]) == 2

@@ -12,8 +12,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from engine.tools import synthetic as sample
-from engine.tools.synthetic import DEMO_SAMPLE, generate_rows, write_sample
+from engine.tools.synthetic import files as sample_files
+from engine.tools.synthetic.files import DEMO_SAMPLE, write_sample
+from engine.tools.synthetic.rows import generate_rows
 
 
 def test_row_layout() -> None:
@@ -80,7 +81,7 @@ def _expected(n: int, seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("ext", ["parquet", "arrow"])
 def test_columnar_formats_round_trip(tmp_path: Path, ext: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sample, "_CHUNK", 7)  # several batches
+    monkeypatch.setattr(sample_files, "_CHUNK", 7)  # several batches
     path = tmp_path / f"s.{ext}"
     write_sample(path, 23, seed=9)
     table = pq.read_table(path) if ext == "parquet" else pa.ipc.open_file(pa.OSFile(str(path))).read_all()
@@ -107,7 +108,7 @@ def test_jsonl_and_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_csv_is_flattened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sample, "_CHUNK", 5)
+    monkeypatch.setattr(sample_files, "_CHUNK", 5)
     path = tmp_path / "s.csv"
     write_sample(path, 11, seed=8)
     exp = _expected(11, 8)

@@ -1,0 +1,70 @@
+"""The mock server's options: one frozen, validated ``MockConfig`` and the names of its faults.
+
+Every behaviour of the mock (model name, latency, injected fault rates, enforced limits, failing
+after a while, auth, ``/v1/models``) is a field; the CLI, tests and benchmarks build a config, the
+server only reads it. An invalid value raises ``ValueError`` at construction; ``repr`` hides the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["FAULTS", "MockConfig"]
+
+#: the injectable faults, in the order a draw tries them (``rate_NAME`` fields of ``MockConfig``)
+FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "no_marker")
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    model: str = "mock-clair"
+    latency_ms: float = 0.0  # mean latency
+    latency_dist: str = "fixed"  # fixed | lognormal (mean stays latency_ms)
+    latency_sigma: float = 1.0
+    seed: int = 0
+    # fault injection: probability per request, drawn from a seeded RNG
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    rate_500: float = 0.0
+    rate_503: float = 0.0
+    rate_hang: float = 0.0
+    hang_s: float = 3600.0
+    rate_drop: float = 0.0
+    rate_malformed: float = 0.0
+    rate_no_marker: float = 0.0
+    # enforced limits
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    fail_after_s: float | None = None  # after this many seconds since start, every chat request is a 500
+    api_key: str | None = None  # when set, require "Authorization: Bearer <key>"
+    models_endpoint: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must be a non-empty string")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        if self.latency_dist not in ("fixed", "lognormal"):
+            raise ValueError("latency_dist must be 'fixed' or 'lognormal'")
+        if self.latency_sigma < 0:
+            raise ValueError("latency_sigma must be >= 0")
+        for name in FAULTS:
+            rate = getattr(self, f"rate_{name}")
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate_{name} must be within [0, 1]")
+        if self.retry_after_s < 0 or self.hang_s < 0:
+            raise ValueError("retry_after_s and hang_s must be >= 0")
+        for name in ("rpm", "tpm", "max_concurrency"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 (or None for no limit)")
+        if self.fail_after_s is not None and self.fail_after_s < 0:
+            raise ValueError("fail_after_s must be >= 0")
+
+    def __repr__(self) -> str:  # never print the key
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}" for f in fields(self)
+        )
+        return f"MockConfig({shown})"
+

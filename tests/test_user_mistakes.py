@@ -190,3 +190,10 @@ def test_lowering_input_limit_below_the_rows_done_says_so(tmp_path: Path, mock: 
     assert "already holds 60 rows, more than the 20 input rows now selected" in r.stderr
     assert "rows: 60 (the input now selects 20) done" in r.stdout and "%" not in r.stdout
     assert "300.0%" not in r.stderr and mock.stats()["requests"] == before
+
+
+def test_the_readme_dry_run_of_the_openai_example_works_as_written() -> None:
+    """README: `clair run configs/example-openai.yaml --dry-run` from the repository root, no key needed."""
+    r = clair("run", "configs/example-openai.yaml", "--dry-run", env={"CLAIR_TOKENIZER": "estimate"})
+    assert r.returncode == 0, r.stderr
+    assert "240" in r.stdout and "cost" in r.stdout and "Traceback" not in r.stderr

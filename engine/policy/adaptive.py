@@ -1,5 +1,5 @@
 """Adaptive concurrency and pacing for one endpoint: a pure state machine (L2: stdlib, and the header
-numbers of engine.policy.retry).
+numbers of engine.policy.ratelimit_headers).
 
 The dispatcher reports every request and outcome, and applies what the controller recommends::
 
@@ -104,7 +104,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from engine.policy.retry import header_number
+from engine.policy.ratelimit_headers import header_number
 
 __all__ = ["AdaptiveController", "Snapshot"]
 

@@ -17,7 +17,7 @@ import orjson
 
 from engine.core.errors import ConnectError, HTTPStatusError, MalformedResponse, RequestTimeout
 from engine.core.types import Completion
-from engine.policy.retry import parse_retry_after
+from engine.policy.ratelimit_headers import parse_retry_after
 
 _RATE_HEADERS = (
     "retry-after",

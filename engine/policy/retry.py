@@ -1,4 +1,6 @@
-"""Retry policy and server wait hints (L2: plain arguments, stdlib only).
+"""Retry policy: when to retry a failed request and how long to wait first (L2: plain arguments,
+stdlib only). The server's own wait hint arrives already parsed (``EndpointError.retry_after``, see
+engine.policy.ratelimit_headers) and is honoured with a little jitter.
 
 Classification is by type, never by message text: only an ``EndpointError`` whose ``retryable``
 is true is retried (transport errors, timeouts, malformed 2xx bodies, an open breaker, and the
@@ -9,16 +11,11 @@ from __future__ import annotations
 
 import math
 import random
-import re
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 from engine.core.errors import EndpointError
 
-__all__ = ["MAX_SERVER_WAIT_S", "RetryPolicy", "header_number", "parse_duration", "parse_retry_after"]
+__all__ = ["MAX_SERVER_WAIT_S", "RetryPolicy"]
 
 #: the longest server-requested wait we honour (Retry-After beyond this is clipped)
 MAX_SERVER_WAIT_S = 600.0
@@ -91,85 +88,3 @@ def _clean_wait(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return max(0.0, float(value))
-
-
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
-_DURATION_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:ms|us|µs|μs|ns|h|m|s)")
-_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|μs|ns|h|m|s)")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in an OpenAI/Go duration ("1s", "6m0s", "20ms", "1h2m3.5s") or a plain number of
-    seconds ("1.5"); None for anything else (never raises)."""
-    if not isinstance(text, str):
-        return None
-    text = text.strip().lower()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        return value if math.isfinite(value) else None
-    if not re.fullmatch(f"(?:{_DURATION_RE.pattern})+", text):
-        return None
-    total = sum(float(number) * _UNIT_S[unit] for number, unit in _PART_RE.findall(text))
-    return total if math.isfinite(total) else None
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The wait, in seconds (>= 0), that a response's headers ask for; None when they ask none.
-
-    ``headers`` has lower-case keys. The first usable one wins, in this order: ``retry-after-ms``
-    (milliseconds), ``retry-after`` (delta-seconds or an HTTP-date, relative to ``now`` in epoch
-    seconds, default ``time.time()``), then the larger of ``x-ratelimit-reset-requests`` and
-    ``x-ratelimit-reset-tokens``, each only when its ``x-ratelimit-remaining-*`` is 0. Garbage is
-    ignored, never raised; negative waits become 0.
-    """
-    value = header_number(headers.get("retry-after-ms"))
-    if value is not None:
-        return max(0.0, value / 1000.0)
-    raw = headers.get("retry-after")
-    if isinstance(raw, str) and raw.strip():
-        value = header_number(raw)
-        if value is None:
-            value = _http_date_delta(raw, time.time() if now is None else now)
-        if value is not None:
-            return max(0.0, value)
-    waits = []
-    for kind in ("requests", "tokens"):
-        remaining = header_number(headers.get(f"x-ratelimit-remaining-{kind}"))
-        if remaining is None or remaining > 0:
-            continue
-        reset = headers.get(f"x-ratelimit-reset-{kind}")
-        wait = parse_duration(reset) if isinstance(reset, str) else None
-        if wait is not None:
-            waits.append(max(0.0, wait))
-    return max(waits) if waits else None
-
-
-def header_number(raw: object) -> float | None:
-    """A header's value as a finite number, or None (absent, not a string, not a number)."""
-    if not isinstance(raw, str):
-        return None
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _http_date_delta(raw: str, now: float) -> float | None:
-    try:
-        when = parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None:  # pragma: no cover - older Pythons returned None for garbage
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with unknown origin
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.timestamp() - now
-    except (OverflowError, OSError, ValueError):  # pragma: no cover - absurd dates
-        return None

@@ -55,12 +55,12 @@ def clair_popen(*args: str) -> subprocess.Popen[str]:
 
 def read_ids(run_dir: Path) -> tuple[list[Any], list[Any]]:
     """row_ids in data/ and (current) failures/ — raw, duplicates kept."""
-    from engine.store.readers import current_failures
+    from engine.store import RunView
 
     data: list[Any] = []
     for p in sorted((run_dir / "data").glob("*.parquet")):
         data += pq.read_table(p, columns=["row_id"]).column("row_id").to_pylist()
-    f = current_failures(run_dir, ["row_id"])
+    f = RunView.open(run_dir).current_failures(["row_id"])
     fails = f.column("row_id").to_pylist() if f is not None else []
     return data, fails
 

@@ -365,7 +365,7 @@ def crash_on(monkeypatch: pytest.MonkeyPatch, target: str, call: int = 1, *, aft
         ("after the temp files", "engine.store.fs.os.replace", 1),
         ("after the data rename, before the failures rename", "engine.store.fs.os.replace", 2),
         ("after both renames, before the segment delete", "engine.store.shards.delete_segment", 1),
-        ("while the folder is fsynced after the data rename", "engine.store.fs.fsync_dir", 1),
+        ("while the folder is fsynced after the data rename", "engine.store.fs.fsync", 2),
     ],
 )
 def test_compaction_killed_anywhere_is_repaired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str,
@@ -389,7 +389,7 @@ def test_compaction_killed_after_the_segment_unlink(tmp_path: Path, monkeypatch:
     run = tmp_path / "run"
     new_run(run, 12)
     with monkeypatch.context() as m:
-        crash_on(m, "engine.store.journal.fsync_dir")
+        crash_on(m, "engine.store.journal.fsync")
         with pytest.raises(Crash):
             open_store(run)
     assert not (run / "journal" / "seg-00000.log").exists()

@@ -42,16 +42,8 @@ def storage_error(e: OSError, what: str) -> StorageError:
     return StorageError(f"cannot write {what} ({e.strerror or e}); {hint}")
 
 
-def fsync_dir(d: Path) -> None:
-    """Make a folder's entries (a rename, a new or deleted file) durable."""
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(p: Path) -> None:
+def fsync(p: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename, a new or deleted file), to disk."""
     fd = os.open(p, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,14 +51,17 @@ def fsync_file(p: Path) -> None:
         os.close(fd)
 
 
+fsync_dir = fsync  # deprecated name (engine/commands/export.py imports it via engine.store.shards)
+
+
 def commit_file(tmp: Path, final: Path) -> None:
     """THE atomic local write: ``tmp`` (complete) is fsynced, renamed to ``final``, the folder fsynced.
 
     A reader sees the old ``final`` or the new one, never half of one, and after a crash the rename either
     happened or did not. Raises OSError (callers translate it with :func:`storage_error`)."""
-    fsync_file(tmp)
+    fsync(tmp)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync(final.parent)
 
 
 @contextlib.contextmanager
@@ -204,7 +199,7 @@ class LocalStorage:
         p = self.path(name)
         try:
             p.unlink(missing_ok=True)
-            fsync_dir(p.parent)
+            fsync(p.parent)
         except FileNotFoundError:  # the folder is gone too
             return
         except OSError as e:

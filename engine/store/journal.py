@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from engine.core.errors import StorageError
-from engine.store.fs import fsync_dir, storage_error
+from engine.store.fs import fsync, storage_error
 
 __all__ = ["Journal", "count_records", "delete_segment", "encode_record", "iter_segment_payloads",
            "list_segments", "read_segment", "segment_number", "segment_path", "storage_error"]
@@ -93,7 +93,7 @@ def count_records(path: Path) -> int:
 def delete_segment(segment: Path) -> None:
     """Remove a segment once its rows are committed elsewhere (durably: the folder is fsynced)."""
     segment.unlink(missing_ok=True)
-    fsync_dir(segment.parent)
+    fsync(segment.parent)
 
 
 def _iter_lines(path: Path) -> Iterator[bytes | None]:

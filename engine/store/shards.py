@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from engine.core.errors import StorageError
 from engine.minimality import batch_metrics
-from engine.store.fs import Storage, as_storage, fsync_dir, fsync_file, storage_error
+from engine.store.fs import Storage, as_storage, fsync, fsync_dir, storage_error
 from engine.store.journal import delete_segment, iter_segment_payloads, list_segments, segment_number
 
 __all__ = ["CHUNK_ROWS", "DATA", "FAILURES", "KINDS", "ROW_GROUP_ROWS", "ShardWriter", "fsync_dir", "has_rows",
@@ -74,7 +74,7 @@ def stage_table(storage: Storage, name: str, table: pa.Table) -> Path:
     tmp = storage.local_temp(name)
     try:
         pq.write_table(table, tmp, compression=COMPRESSION)
-        fsync_file(tmp)
+        fsync(tmp)
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()

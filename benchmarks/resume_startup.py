@@ -40,6 +40,16 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.store import (  # noqa: E402
+    DATA,
+    FAILURES,
+    LocalStorage,
+    RunView,
+    manifest,  # noqa: E402
+)
+from engine.store.manifest import MANIFEST  # noqa: E402
+from engine.store.readers import read_table  # noqa: E402
+from engine.store.shards import shard_name, write_table  # noqa: E402
 from engine.tools.bench.data import ensure_data  # noqa: E402
 from engine.tools.bench.mockstats import MockStats  # noqa: E402
 from engine.tools.bench.presets import PRESETS  # noqa: E402
@@ -69,7 +79,8 @@ def build_synthetic(out_dir: Path, rows: int, fail_every: int = 100) -> Path:
     res = run_scenario(sc, out_dir=out_dir, input_path=input_path, keep=True)
     work = Path(res["run_dir"]).parent
     run = work / "run"
-    seed = pq.read_table(run / "data" / "part-00000.parquet")
+    st = LocalStorage(run)
+    seed = read_table(st, shard_name(DATA, 0))
     assert seed.num_rows == SEED_ROWS, seed.num_rows
     fail_schema = None
     t0 = time.perf_counter()
@@ -79,18 +90,17 @@ def build_synthetic(out_dir: Path, rows: int, fail_every: int = 100) -> Path:
         ids_np = ids.to_numpy()
         is_fail = pa.array((ids_np % fail_every) == 7 if fail_every > 0 else np.zeros(len(ids_np), bool))
         data, fails = t.filter(pc.invert(is_fail)), t.filter(is_fail)
-        pq.write_table(data, run / "data" / f"part-{k:05d}.parquet", compression="zstd")
+        write_table(st, shard_name(DATA, k), data)
         if fails.num_rows:
             if fail_schema is None:
                 fail_schema = _failure_schema(work)
-            (run / "failures").mkdir(exist_ok=True)
-            pq.write_table(_as_failures(fails, fail_schema), run / "failures" / f"part-{k:05d}.parquet",
-                           compression="zstd")
-    man = orjson.loads((run / "manifest.json").read_bytes())
+            write_table(st, shard_name(FAILURES, k), _as_failures(fails, fail_schema))
+    man = manifest.load(st)
+    assert man is not None
     man["rows_total"] = rows
     nfail = len(range(7, rows, fail_every)) if fail_every > 0 else 0
     man["counts"] = {"data": rows - nfail, "failed": nfail, "failure_kinds": {"server_error": nfail} if nfail else {}}
-    (run / "manifest.json").write_bytes(orjson.dumps(man, option=orjson.OPT_INDENT_2))
+    manifest.save(st, man)
     log(f"wrote {rows // SEED_ROWS} data shards ({nfail:,} failure rows) in {time.perf_counter() - t0:.1f}s")
     return work
 
@@ -121,20 +131,20 @@ def _as_failures(t: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def done_rows(run: Path) -> int:
-    from engine.store.readers import count_rows
-
-    c = count_rows(run)
+    c = RunView.open(run).counts()
     return c["data"] + c["failed"]
 
 
-def _shards(run: Path) -> set[Path]:
-    return {p for k in ("data", "failures") for p in (run / k).glob("*.parquet")}
+def _shards(run: Path) -> set[str]:
+    view = RunView.open(run)
+    return {n for k in (DATA, FAILURES) for n in view.shards(k)}
 
 
 def time_resume(work: Path, url: str, ms: MockStats, limit: int, profile: Path | None = None) -> dict[str, Any]:
     run = work / "run"
     before_shards = _shards(run)
-    manifest = (run / "manifest.json").read_bytes()
+    st = LocalStorage(run)
+    saved = st.read_bytes(MANIFEST)
     before = ms.get()["requests"]
     cmd = [sys.executable]
     if profile is not None:
@@ -169,11 +179,11 @@ def time_resume(work: Path, url: str, ms: MockStats, limit: int, profile: Path |
     if code != 0:
         raise RuntimeError(f"the resumed run failed ({code}): {(work / 'resume.log').read_text()[-1500:]}")
     # undo what a rows-left run added, so that the run can be measured again
-    for p in _shards(run) - before_shards:
-        p.unlink()
-    for p in (run / "journal").glob("seg-*"):
-        p.unlink()
-    (run / "manifest.json").write_bytes(manifest)
+    for name in _shards(run) - before_shards:
+        st.delete(name)
+    for seg in RunView.open(run).journal_segments():
+        seg.unlink()
+    st.write_atomic(MANIFEST, saved)
     return {"exit_s": round(exit_s, 3), "first_request_s": round(first, 3) if first is not None else None,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "peak_rss_mb": round(hwm, 1)}
 
@@ -182,12 +192,10 @@ def phases(work: Path, done: int) -> dict[str, float]:
     """Where start-up time goes, measured in this process with the engine's own functions."""
     from engine.core.config import load_config
     from engine.stages import open_source
-    from engine.store import readers as results
-
     cfg = load_config(work / "job.yaml", [f"input.limit={done}"])
     out = {}
     t = time.perf_counter()
-    ds = results.done_set(cfg.run_dir)
+    ds = RunView.open(cfg.run_dir).done_ids()
     out["done_set_s"] = time.perf_counter() - t
     t = time.perf_counter()
     src = open_source(cfg)
@@ -199,7 +207,7 @@ def phases(work: Path, done: int) -> dict[str, float]:
     left = sum(len(b.row_ids) for b in src.batches(ds))
     out["scan_skipping_done_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    results.count_rows(cfg.run_dir)
+    RunView.open(cfg.run_dir).counts()
     out["count_results_s"] = time.perf_counter() - t
     assert left == 0, left
     return {k: round(v, 3) for k, v in out.items()}

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
     from engine.core.config import JobConfig, load_config
     from engine.core.errors import ClairError, UserError
     from engine.runner import RunReport, arun_job, run_job
-    from engine.store.readers import load_results
+    from engine.store import load_results
 
 #: where each public name lives; imported on first use (PEP 562), so that ``import engine.cli`` stays
 #: light and a ``clair run`` process can choose its memory settings before pyarrow is loaded
 _LAZY = {
     "JobConfig": "core.config", "load_config": "core.config",
     "ClairError": "core.errors", "UserError": "core.errors",
-    "load_results": "store.readers",
+    "load_results": "store",
     "RunReport": "runner", "arun_job": "runner", "run_job": "runner",
 }
 

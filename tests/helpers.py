@@ -55,12 +55,13 @@ def clair_popen(*args: str) -> subprocess.Popen[str]:
 
 def read_ids(run_dir: Path) -> tuple[list[Any], list[Any]]:
     """row_ids in data/ and (current) failures/ — raw, duplicates kept."""
-    from engine.store.readers import current_failures
+    from engine.store import LocalStorage
+    from engine.store.readers import current_failures  # not RunView: a run stopped early has no manifest
 
     data: list[Any] = []
     for p in sorted((run_dir / "data").glob("*.parquet")):
         data += pq.read_table(p, columns=["row_id"]).column("row_id").to_pylist()
-    f = current_failures(run_dir, ["row_id"])
+    f = current_failures(LocalStorage(run_dir), ["row_id"])
     fails = f.column("row_id").to_pylist() if f is not None else []
     return data, fails
 

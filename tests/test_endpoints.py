@@ -8,7 +8,7 @@ import orjson
 import pyarrow.parquet as pq
 from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
 
-from engine.store.readers import current_failures
+from engine.store import RunView
 from engine.tools.mockserver_proc import MockProcess
 
 
@@ -31,7 +31,7 @@ def test_fault_mix_every_transient_fault_retried_only_markerless_rows_fail(tmp_p
         stats = m.stats()
     run = tmp_path / "run"
     assert_exactly_once(run, rows)
-    f = current_failures(run)
+    f = RunView.open(run).current_failures()
     kinds = set(f.column("error_kind").to_pylist()) if f is not None else set()
     assert kinds == {"no_marker"}, kinds
     # every failure holds the raw output that could not be parsed

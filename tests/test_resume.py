@@ -15,8 +15,10 @@ import pytest
 from helpers import assert_exactly_once, clair, clair_popen, make_input, read_ids, write_config
 
 from engine.records import data_schema, failure_schema
+from engine.store import LocalStorage
 from engine.store.journal import encode_record, read_segment
 from engine.store.manifest import RunLock
+from engine.store.recovery import recover
 from engine.store.shards import ShardWriter
 from engine.tools.mockserver import mock_revision
 from engine.tools.mockserver_proc import MockProcess
@@ -148,8 +150,8 @@ def test_torn_journal_tail_is_dropped_not_parsed(tmp_path: Path) -> None:
     seg.write_bytes(good + bytes(corrupt) + torn)
     recs, dropped = read_segment(seg)
     assert [r["row_id"] for r in recs] == [0, 1, 2] and dropped == 2
-    w = ShardWriter(tmp_path, *_schemas())
-    assert w.recover(jdir) == 1
+    w = ShardWriter(LocalStorage(tmp_path), *_schemas())
+    assert recover(w.storage, jdir, w).segments_compacted == 1
     assert pq.read_table(tmp_path / "data" / "part-00000.parquet").column("row_id").to_pylist() == [0, 1, 2]
     assert not seg.exists()
 
@@ -161,12 +163,12 @@ def test_interrupted_compaction_is_redone_idempotently(tmp_path: Path) -> None:
     seg.write_bytes(b"".join(encode_record(_data_rec(i)) for i in range(5)))
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "part-00004.parquet.tmp").write_bytes(b"half a parquet file")
-    w = ShardWriter(tmp_path, *_schemas())
-    w.recover(jdir)
+    w = ShardWriter(LocalStorage(tmp_path), *_schemas())
+    recover(w.storage, jdir, w)
     assert not list((tmp_path / "data").glob("*.tmp"))
     # a crash after the rename but before the segment was deleted: redo gives the same shard
     seg.write_bytes(b"".join(encode_record(_data_rec(i)) for i in range(5)))
-    w.recover(jdir)
+    recover(w.storage, jdir, w)
     assert pq.read_table(tmp_path / "data").column("row_id").to_pylist() == [0, 1, 2, 3, 4]
 
 

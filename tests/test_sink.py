@@ -14,6 +14,7 @@ import pytest
 
 from engine.minimality import pair_metrics
 from engine.records import data_schema, failure_schema
+from engine.store import LocalStorage
 from engine.store import shards as sink
 from engine.store.journal import encode_record
 from engine.store.shards import DATA, FAILURES, ShardWriter, shard_path
@@ -119,7 +120,7 @@ def test_compaction_matches_per_record_parsing(
     records = _segment(seg, row_id_type)
     schemas = {DATA: data_schema(row_id_type, KEPT), FAILURES: failure_schema(row_id_type, KEPT)}
     want = _expected(records, schemas)
-    counts = ShardWriter(tmp_path, schemas[DATA], schemas[FAILURES]).compact(seg)
+    counts = ShardWriter(LocalStorage(tmp_path), schemas[DATA], schemas[FAILURES]).compact(seg)
     assert not seg.exists()
     assert counts == {k: t.num_rows for k, t in want.items()} and counts[DATA] > 0 and counts[FAILURES] > 0
     for kind in (DATA, FAILURES):
@@ -140,7 +141,7 @@ def test_only_corrupt_chunks_are_parsed_line_by_line(tmp_path: Path, monkeypatch
     seg = tmp_path / "journal" / "seg-00000.log"
     seg.parent.mkdir()
     _segment(seg, pa.int64())
-    ShardWriter(tmp_path, data_schema(pa.int64(), KEPT), failure_schema(pa.int64(), KEPT)).compact(seg)
+    ShardWriter(LocalStorage(tmp_path), data_schema(pa.int64(), KEPT), failure_schema(pa.int64(), KEPT)).compact(seg)
     assert calls == [10, 10]  # the chunks with the non-JSON and the non-UTF-8 line
 
 
@@ -148,7 +149,7 @@ def test_segment_without_intact_lines_writes_no_shards(tmp_path: Path) -> None:
     seg = tmp_path / "journal" / "seg-00001.log"
     seg.parent.mkdir()
     seg.write_bytes(_line(b"{not json") + b"garbage\n" + encode_record({"row_id": 1})[:-3])
-    w = ShardWriter(tmp_path, data_schema(pa.int64(), []), failure_schema(pa.int64(), []))
+    w = ShardWriter(LocalStorage(tmp_path), data_schema(pa.int64(), []), failure_schema(pa.int64(), []))
     assert w.compact(seg) == {DATA: 0, FAILURES: 0}
     assert not seg.exists() and w.shards_written == 0
     assert not (tmp_path / DATA).exists() and not (tmp_path / FAILURES).exists()
@@ -160,7 +161,7 @@ def test_row_groups_gather_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     seg = tmp_path / "journal" / "seg-00000.log"
     seg.parent.mkdir()
     seg.write_bytes(b"".join(encode_record({"row_id": i, "task": "t", "status": "ok"}) for i in range(25)))
-    ShardWriter(tmp_path, data_schema(pa.int64(), []), failure_schema(pa.int64(), [])).compact(seg)
+    ShardWriter(LocalStorage(tmp_path), data_schema(pa.int64(), []), failure_schema(pa.int64(), [])).compact(seg)
     f = pq.ParquetFile(shard_path(tmp_path, DATA, 0))
     assert [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] == [12, 12, 1]
     assert f.read().column("row_id").to_pylist() == list(range(25))

@@ -34,7 +34,7 @@ from engine.core.errors import ConfigError, RunStateError
 from engine.core.types import Message
 from engine.prompts import estimate_tokens, render
 from engine.stages import load_prompt, open_source
-from engine.store.manifest import read_manifest
+from engine.store import read_manifest
 
 __all__ = [
     "DEFAULT_LATENCY_S",

@@ -8,11 +8,7 @@ from typing import Any
 
 import orjson
 
-from engine.core.errors import RunStateError
-from engine.store import readers as results
-from engine.store.journal import list_segments
-from engine.store.manifest import is_active, read_manifest
-from engine.store.shards import DATA, FAILURES, list_shards
+from engine.store import DATA, FAILURES, RunView
 
 
 def run_status(run_dir: Path, as_json: bool = False) -> int:
@@ -25,25 +21,16 @@ def run_status(run_dir: Path, as_json: bool = False) -> int:
 
 
 def collect_status(run_dir: Path) -> dict[str, Any]:
-    manifest = read_manifest(run_dir) if run_dir.exists() else None
-    if manifest is None:
-        raise RunStateError(f"{run_dir} is not a clair run directory (no manifest.json); check the path")
-    counts = results.count_rows(run_dir)
-    segs = list_segments(run_dir / "journal")
-    journal_rows = 0
-    journal_bytes = 0
-    for s in segs:
-        journal_bytes += s.stat().st_size
-        with s.open("rb") as fh:
-            journal_rows += sum(1 for _ in fh)
-    files = [*list_shards(run_dir, DATA), *list_shards(run_dir, FAILURES), *segs, run_dir / "manifest.json"]
-    last = max((f.stat().st_mtime for f in files if f.exists()), default=None)
+    view = RunView.open(run_dir)
+    manifest = view.manifest
+    counts = view.counts()
+    journal = view.journal_stats()
     total = manifest.get("rows_total")
-    done = counts["data"] + counts["failed"] + journal_rows
+    done = counts["data"] + counts["failed"] + journal.rows
     runs = manifest.get("runs", [])
     last_run = runs[-1] if runs else {}
     report = last_run.get("report") or {}
-    holder = is_active(run_dir)
+    holder = view.active()
     return {
         "run_dir": str(run_dir),
         "active": holder is not None,
@@ -53,13 +40,13 @@ def collect_status(run_dir: Path) -> dict[str, Any]:
         "rows_revised": counts["data"],
         "rows_failed": counts["failed"],
         "failure_kinds": counts["failure_kinds"],
-        "rows_in_journal": journal_rows,
+        "rows_in_journal": journal.rows,
         "rows_remaining": (total - done) if total is not None else None,
-        "data_shards": len(list_shards(run_dir, DATA)),
-        "failure_shards": len(list_shards(run_dir, FAILURES)),
-        "journal_segments": len(segs),
-        "journal_bytes": journal_bytes,
-        "last_activity": last,
+        "data_shards": len(view.shards(DATA)),
+        "failure_shards": len(view.shards(FAILURES)),
+        "journal_segments": journal.segments,
+        "journal_bytes": journal.bytes,
+        "last_activity": view.last_activity(),
         "last_run_status": last_run.get("status", "running" if holder else "stopped"),
         "sessions": len(runs),
         "fingerprint": manifest.get("fingerprint_hash"),

@@ -9,7 +9,6 @@ the input's size: nothing is read ahead of the window.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from engine.core.types import WorkItem
 from engine.dispatch import Pool
@@ -18,8 +17,6 @@ from engine.prompts import PromptTemplate, estimate_tokens, render
 from engine.runner.record import Recorder
 from engine.source import DoneSet, Source
 from engine.store import StoreWriter
-
-log = logging.getLogger("clair")
 
 
 class Producer:
@@ -42,7 +39,7 @@ class Producer:
             extras = prepared.extras
             for i, rid in enumerate(prepared.row_ids):
                 if not ready.is_set():
-                    await self._wait_for_writer()
+                    await self.writer.wait_ready()  # backpressure: the shard writer is behind
                 await window.acquire()
                 if pool.stopping:
                     return
@@ -59,11 +56,3 @@ class Producer:
             if not self.total_known:  # JSONL, CSV, hub datasets: the total is known once read to the end
                 self.counters.rows_total = seen_rows
             pool.finish_input()
-
-    async def _wait_for_writer(self) -> None:
-        """Backpressure from the shard writer: new rows wait while full journal segments wait for
-        compaction (a CPU-bound run would otherwise pile segments up and spend its end compacting)."""
-        if not self.writer.waits:
-            log.info("the shard writer is behind; new requests wait until it catches up")
-        self.writer.waits += 1
-        await self.writer.ready.wait()

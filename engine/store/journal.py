@@ -7,8 +7,9 @@ Layout: ``RUN/journal/seg-NNNNN.log``, one record per line::
 Finished rows are handed to the OS as soon as they are recorded (one ``os.write`` per batch of a few
 rows, before their request slots are freed), so a ``kill -9`` loses nothing that was recorded; a
 committer task ``fsync``s in group commits every ``fsync_interval`` seconds (power loss loses at most
-that window). A segment holds ``rows_per_shard`` records; a full segment is handed to the sink, which
-turns it into Parquet shards and deletes it only after the shards are renamed into place. A torn tail
+that window). A segment holds ``rows_per_shard`` records; a full segment is handed to the shard writer
+(:mod:`engine.store.shards`), which turns it into Parquet shards and deletes it only after they are
+committed. A torn tail
 (half a record, or a record whose checksum does not match) is detected on replay and dropped, never
 parsed into a bad row.
 """
@@ -27,8 +28,13 @@ from typing import Any
 import orjson
 
 from engine.core.errors import StorageError
+from engine.store.fs import fsync, storage_error
+
+__all__ = ["Journal", "count_records", "delete_segment", "encode_record", "iter_segment_payloads",
+           "list_segments", "read_segment", "segment_number", "segment_path", "storage_error"]
 
 SEGMENT_GLOB = "seg-*.log"
+JOURNAL = "journal"
 _READ_BUFFER = 1 << 20  # segments are read line by line; big reads make that cheaper
 
 
@@ -79,9 +85,21 @@ def iter_segment_payloads(path: Path, chunk: int) -> Iterator[list[bytes]]:
         yield buf
 
 
+def count_records(path: Path) -> int:
+    """How many intact records a segment holds (what replaying it would keep, JSON not parsed)."""
+    return sum(1 for payload in _iter_lines(path) if payload is not None)
+
+
+def delete_segment(segment: Path) -> None:
+    """Remove a segment once its rows are committed elsewhere (durably: the folder is fsynced)."""
+    segment.unlink(missing_ok=True)
+    fsync(segment.parent)
+
+
 def _iter_lines(path: Path) -> Iterator[bytes | None]:
-    """Each line's payload, or None for a torn or garbled line or a checksum mismatch. Cheap: the JSON
-    itself is not parsed (a line with a good checksum holds what ``encode_record`` wrote)."""
+    """THE torn-tail rule. Each line's payload, or None for a torn or garbled line (no newline, bad
+    framing) or a checksum mismatch; a segment's records are exactly its lines that are not None. Cheap:
+    the JSON itself is not parsed (a line with a good checksum holds what ``encode_record`` wrote)."""
     with path.open("rb", buffering=_READ_BUFFER) as fh:
         for line in fh:
             if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
@@ -95,15 +113,6 @@ def _iter_lines(path: Path) -> Iterator[bytes | None]:
                 continue
             yield payload if zlib.crc32(payload) == crc else None
 
-
-def storage_error(e: OSError, what: str) -> StorageError:
-    if e.errno == errno.ENOSPC:
-        hint = "the disk is full; free space and run the same command again to resume"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "write permission was lost; fix the permissions and run the same command again to resume"
-    else:
-        hint = "fix the problem and run the same command again to resume"
-    return StorageError(f"cannot write {what} ({e.strerror or e}); {hint}")
 
 
 class Journal:

@@ -1,5 +1,9 @@
 """A run directory's own state: manifest, fingerprints and the run lock (L3).
 
+The manifest (``manifest.json``) is read and written through the store's :class:`Storage` seam, whole
+(:meth:`Storage.write_atomic`). Its ``format_version`` says which layout the run directory has; a
+manifest from a newer layout than this code knows is refused. The lock is an ``flock`` on a local file.
+
 The request fingerprint covers what changes the ANSWER (input identity and mapping, prompt variant and
 template text, model names, generation params); the parser version is kept separately. URLs, keys,
 weights, concurrency and rate limits are deliberately not part of it, and neither is ``input.limit``
@@ -20,10 +24,13 @@ from typing import Any
 import orjson
 
 from engine.core.errors import RunStateError
-from engine.store.journal import storage_error
+from engine.store.fs import LocalStorage, Storage, storage_error
 
 MANIFEST = "manifest.json"
+REPORT = "report.json"
 LOCK = "run.lock"
+#: the run directory's layout: journal/seg-N.log, data|failures/part-N.parquet, manifest.json, run.lock,
+#: reparse-intent.json. Raise it when a change means older code would misread a run directory.
 FORMAT_VERSION = 1
 
 
@@ -54,31 +61,57 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changed) or "the request settings"
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / MANIFEST
-    if not p.exists():
-        return None
+def load(storage: Storage) -> dict[str, Any] | None:
+    """The manifest, or None when there is none. Corrupt or from a newer clair-engine: RunStateError."""
+    where = f"{storage.where}/{MANIFEST}"
     try:
-        return orjson.loads(p.read_bytes())
-    except (orjson.JSONDecodeError, OSError):
+        raw = storage.read_bytes(MANIFEST)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        raw = b""
+    try:
+        manifest = orjson.loads(raw)
+        if not isinstance(manifest, dict):
+            raise ValueError
+    except (orjson.JSONDecodeError, ValueError):
         raise RunStateError(
-            f"{p} is corrupt; move the run directory away or use --new-run to start over"
+            f"{where} is corrupt; move the run directory away or use --new-run to start over"
         ) from None
+    version = manifest.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise RunStateError(
+            f"{storage.where} was made by a newer clair-engine (run format {version}; this one reads up to "
+            f"{FORMAT_VERSION}); upgrade clair-engine to use it"
+        )
+    return manifest
+
+
+def save(storage: Storage, manifest: dict[str, Any]) -> None:
+    storage.write_atomic(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+
+
+def new_manifest(*, created: float, fingerprint: dict[str, Any], parser_version: str,
+                 markers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": created,
+        "fingerprint": fingerprint,
+        "fingerprint_hash": fingerprint_hash(fingerprint),
+        "parser_version": parser_version,
+        "markers": markers,
+        "runs": [],
+    }
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a local run directory (None when there is none)."""
+    return load(LocalStorage(run_dir))
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    p = run_dir / MANIFEST
-    tmp = p.with_suffix(".json.tmp")
-    try:
-        tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, p)
-    except OSError as e:
-        raise storage_error(e, str(p)) from None
+    """Deprecated (engine/runner.py until it uses RunStore): the manifest of a local run directory."""
+    save(LocalStorage(run_dir), manifest)
 
 
 class RunLock:

@@ -1,11 +1,13 @@
-"""Reading a run's output with the supersession rules applied (L3).
+"""Reading a run's output with the supersession rules applied (L3). Reads only: nothing here writes.
 
 Rules every reader follows (shards are immutable):
 * a row_id present in ``data/`` is done; any failure row for it is superseded;
 * among failure rows of one row_id, the one in the highest-numbered shard is current.
 
-``compact_failures`` rewrites failure shards without superseded rows (atomic per shard), so that plain
-``load_dataset("parquet", data_dir=RUN/failures)`` agrees with these rules too.
+:func:`engine.store.rewrite.drop_superseded_failures` rewrites failure shards without superseded rows, so
+that plain ``load_dataset("parquet", data_dir=RUN/failures)`` agrees with these rules too.
+
+Every function takes the run's :class:`Storage` (a local run directory's path is accepted too).
 """
 
 from __future__ import annotations
@@ -21,20 +23,67 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.core.errors import RETRYABLE_KINDS, RunStateError
+from engine.records import failure_schema, other_schema
 from engine.source import DoneSet
-from engine.store.shards import DATA, FAILURES, fsync_dir, list_shards, shard_number
+from engine.store.fs import Storage, as_storage
+from engine.store.shards import DATA, FAILURES, shard_names, shard_number
+
+Where = Storage | Path
 
 
-def _read(path: Path, columns: list[str] | None = None) -> pa.Table:
+def _unreadable(st: Storage, name: str, e: BaseException) -> RunStateError:
+    return RunStateError(
+        f"shard {st.where}/{name} is corrupt or unreadable ({str(e).splitlines()[0][:120] if str(e) else e!r}); "
+        "move it away and run again to re-request its rows"
+    )
+
+
+def read_table(where: Where, name: str, columns: list[str] | None = None) -> pa.Table:
+    """One shard (or some of its columns)."""
     # ParquetFile, not read_table: read_table loads pyarrow.dataset, whose import alone costs a run
     # process ~30 MB of memory (and it is slower per file)
+    st = as_storage(where)
     try:
-        with pq.ParquetFile(path) as f:
+        with st.open_input(name) as src, pq.ParquetFile(src) as f:
             return f.read(columns=columns)
     except (pa.ArrowException, OSError) as e:
+        raise _unreadable(st, name, e) from None
+
+
+def shard_schema(where: Where, name: str) -> pa.Schema:
+    st = as_storage(where)
+    try:
+        with st.open_input(name) as src:
+            return pq.read_schema(src)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(st, name, e) from None
+
+
+def iter_batches(where: Where, name: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """A shard's record batches, only ``columns``; a shard without one of them is refused."""
+    st = as_storage(where)
+    try:
+        with st.open_input(name) as src, pq.ParquetFile(src) as pf:
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise RunStateError(
+                    f"shard {st.where}/{name} lacks column(s) {', '.join(missing)}; it was not written by this "
+                    "engine version"
+                )
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(st, name, e) from None
+
+
+def num_rows(where: Where, name: str) -> int:
+    """A shard's row count, from its footer only."""
+    st = as_storage(where)
+    try:
+        with st.open_input(name) as src, pq.ParquetFile(src) as f:
+            return int(f.metadata.num_rows)
+    except (pa.ArrowException, OSError):
         raise RunStateError(
-            f"shard {path} is corrupt or unreadable ({str(e).splitlines()[0][:120]}); "
-            "move it away and run again to re-request its rows"
+            f"shard {st.where}/{name} is corrupt; move it away and run again to re-request its rows"
         ) from None
 
 
@@ -44,40 +93,42 @@ def _concat_ids(cols: list[pa.ChunkedArray]) -> pa.Array | None:
     return pa.concat_arrays([c.combine_chunks() for c in cols])
 
 
-def data_ids(run_dir: Path) -> pa.Array | None:
-    return _concat_ids([_read(p, ["row_id"]).column("row_id") for p in list_shards(run_dir, DATA)])
+def data_ids(where: Where) -> pa.Array | None:
+    """Every row_id in data/ (duplicates kept), None when there is no data shard."""
+    st = as_storage(where)
+    return _concat_ids([read_table(st, n, ["row_id"]).column("row_id") for n in shard_names(st, DATA)])
 
 
-def _superseded_filter(run_dir: Path, shards: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
-    """Yield (shard, table-of-ids, keep-mask) newest shard first, applying the supersession rules."""
-    done = data_ids(run_dir)
+def superseded(where: Where) -> Iterator[tuple[str, np.ndarray]]:
+    """(failure shard, keep-mask of its rows), newest shard first: the supersession rules, applied."""
+    st = as_storage(where)
+    done = data_ids(st)
     seen: set[Any] = set(done.to_pylist()) if done is not None else set()
-    for p in sorted(shards, key=shard_number, reverse=True):
-        ids = _read(p, ["row_id"]).column("row_id").to_pylist()
+    for name in sorted(shard_names(st, FAILURES), key=shard_number, reverse=True):
+        ids = read_table(st, name, ["row_id"]).column("row_id").to_pylist()
         keep = np.fromiter((rid not in seen for rid in ids), dtype=bool, count=len(ids))
         seen.update(ids)
-        yield p, keep
+        yield name, keep
 
 
-def current_failures(run_dir: Path, columns: list[str] | None = None) -> pa.Table | None:
-    """Failure rows that are current (not superseded), newest shard first."""
-    shards = list_shards(run_dir, FAILURES)
-    if not shards:
-        return None
+def current_failures(where: Where, columns: list[str] | None = None) -> pa.Table | None:
+    """Failure rows that are current (not superseded), newest shard first; None without failure shards."""
+    st = as_storage(where)
     tables = []
-    for p, keep in _superseded_filter(run_dir, shards):
-        t = _read(p, columns)
+    for name, keep in superseded(st):
+        t = read_table(st, name, columns)
         tables.append(t if keep.all() else t.filter(pa.array(keep)))
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables) if tables else None
 
 
-def done_set(run_dir: Path, *, retry_failed: bool = False) -> DoneSet:
+def done_ids(where: Where, *, retry_failed: bool = False) -> DoneSet:
     """Rows not to request again: data rows, and failures (only final ones with ``retry_failed``)."""
+    st = as_storage(where)
     arrays = []
-    d = data_ids(run_dir)
+    d = data_ids(st)
     if d is not None:
         arrays.append(d)
-    f = current_failures(run_dir, ["row_id", "error_kind"])
+    f = current_failures(st, ["row_id", "error_kind"])
     if f is not None and f.num_rows:
         if retry_failed:
             f = f.filter(pc.invert(pc.is_in(f.column("error_kind"), value_set=pa.array(sorted(RETRYABLE_KINDS)))))
@@ -88,15 +139,11 @@ def done_set(run_dir: Path, *, retry_failed: bool = False) -> DoneSet:
     return ds
 
 
-def count_rows(run_dir: Path) -> dict[str, Any]:
-    """Counts straight from the shards (metadata only for data)."""
-    data_rows = 0
-    for p in list_shards(run_dir, DATA):
-        try:
-            data_rows += pq.ParquetFile(p).metadata.num_rows
-        except (pa.ArrowException, OSError):
-            raise RunStateError(f"shard {p} is corrupt; move it away and run again to re-request its rows") from None
-    f = current_failures(run_dir, ["row_id", "error_kind"])
+def counts(where: Where) -> dict[str, Any]:
+    """``{"data", "failed", "failure_kinds"}`` straight from the shards (footers only for data)."""
+    st = as_storage(where)
+    data_rows = sum(num_rows(st, n) for n in shard_names(st, DATA))
+    f = current_failures(st, ["row_id", "error_kind"])
     kinds: dict[str, int] = {}
     if f is not None and f.num_rows:
         for k, n in zip(*np.unique(np.array(f.column("error_kind").to_pylist(), dtype=object), return_counts=True),
@@ -105,34 +152,41 @@ def count_rows(run_dir: Path) -> dict[str, Any]:
     return {"data": data_rows, "failed": sum(kinds.values()), "failure_kinds": kinds}
 
 
-def compact_failures(run_dir: Path) -> int:
-    """Rewrite failure shards without superseded rows (atomic per shard). Returns rows removed."""
-    removed = 0
-    for p, keep in list(_superseded_filter(run_dir, list_shards(run_dir, FAILURES))):
-        if keep.all():
-            continue
-        removed += int((~keep).sum())
-        if not keep.any():
-            p.unlink()
-        else:
-            tmp = p.with_suffix(".parquet.tmp")
-            pq.write_table(_read(p).filter(pa.array(keep)), tmp, compression="zstd")
-            os.replace(tmp, p)
-        fsync_dir(p.parent)
-    return removed
-
-
 def load_results(run_dir: str | os.PathLike[str], *, failures: bool = False) -> Any:  # a datasets.Dataset
-    """A run's revised rows (or its current failure rows) as a ``datasets.Dataset``."""
+    """A run's revised rows (or its current failure rows) as a ``datasets.Dataset``.
+
+    With ``failures=True`` a run without failures gives an empty Dataset with the failure columns."""
     import datasets  # lazy
 
-    run = Path(run_dir)
+    st = as_storage(Path(run_dir))
     if failures:
-        t = current_failures(run)
+        t = current_failures(st)
         if t is None:
-            return datasets.Dataset(pa.table({}))
+            t = _failure_schema(st).empty_table()
         return datasets.Dataset(t)
-    shards = list_shards(run, DATA)
-    if not shards:
-        raise RunStateError(f"{run} has no data shards yet; run the job first (clair run CONFIG)")
-    return datasets.Dataset(pa.concat_tables([_read(p) for p in shards]))
+    names = shard_names(st, DATA)
+    if not names:
+        raise RunStateError(f"{run_dir} has no data shards yet; run the job first (clair run CONFIG)")
+    return datasets.Dataset(pa.concat_tables([read_table(st, n) for n in names]))
+
+
+def _failure_schema(st: Storage) -> pa.Schema:
+    """The run's failure-row schema, from a data shard's (without one: int64 row ids, no kept columns)."""
+    names = shard_names(st, DATA)
+    if not names:
+        return failure_schema(pa.int64(), [])
+    return other_schema(shard_schema(st, names[0]), FAILURES)
+
+
+# ---------------------------------------------------------------- compat: old names
+# engine/runner.py, engine/commands/export.py and benchmarks (until they use RunStore / RunView)
+
+done_set = done_ids
+count_rows = counts
+
+
+def compact_failures(run_dir: Where) -> int:
+    """Deprecated: :func:`engine.store.rewrite.drop_superseded_failures` (this module only reads)."""
+    from engine.store.rewrite import drop_superseded_failures
+
+    return drop_superseded_failures(as_storage(run_dir))

@@ -1,15 +1,15 @@
-"""The writer side: journal segments become immutable Parquet shards, committed atomically (L3).
+"""The writer side of the shards: journal segments become immutable Parquet shards (L3).
 
 ``data/part-NNNNN.parquet`` holds rows with a usable revision (``status`` ok/truncated/worsened),
-``failures/part-NNNNN.parquet`` rows without one. Shard N is made from journal segment N: written to a
-``.tmp`` name, fsynced, renamed, the folder fsynced, and only then is the segment deleted. Doing it
-again from the same segment gives the same shards, so a crash at any point is repaired by redoing it.
+``failures/part-NNNNN.parquet`` rows without one (their columns: :mod:`engine.records`). Shard N is made
+from journal segment N: written to a staged file, committed through the store's :class:`Storage` seam,
+and only then is the segment deleted. Doing it again from the same segment gives the same shards, so a
+crash at any point is repaired by redoing it (:mod:`engine.store.recovery`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +19,72 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from engine.core.errors import StorageError
 from engine.minimality import batch_metrics
-from engine.store.journal import iter_segment_payloads, list_segments, segment_number, storage_error
+from engine.store.fs import Storage, as_storage, fsync, fsync_dir, storage_error
+from engine.store.journal import delete_segment, iter_segment_payloads, list_segments, segment_number
+
+__all__ = ["CHUNK_ROWS", "DATA", "FAILURES", "KINDS", "ROW_GROUP_ROWS", "ShardWriter", "fsync_dir", "has_rows",
+           "list_shards", "next_segment_number", "shard_name", "shard_names", "shard_number", "shard_path",
+           "stage_table", "write_table"]
 
 DATA, FAILURES = "data", "failures"
+KINDS = (DATA, FAILURES)
 #: journal lines parsed per ``pyarrow.json`` call: small keeps the memory spike low
 CHUNK_ROWS = 200
 #: rows gathered per Parquet row group: chunk-sized groups (~200 data, ~20 failure rows) cost more to
 #: write and to read; bigger ones raise the memory spike
 ROW_GROUP_ROWS = 500
+COMPRESSION = "zstd"
 
 
-def shard_path(run_dir: Path, kind: str, n: int) -> Path:
-    return run_dir / kind / f"part-{n:05d}.parquet"
+def shard_name(kind: str, n: int) -> str:
+    return f"{kind}/part-{n:05d}.parquet"
 
 
-def list_shards(run_dir: Path, kind: str) -> list[Path]:
-    d = run_dir / kind
-    if not d.exists():
-        return []
-    return sorted(p for p in d.glob("part-*.parquet"))
+def shard_number(name: str | Path) -> int:
+    return int(Path(name).stem.split("-")[1])
 
 
-def shard_number(path: Path) -> int:
-    return int(path.stem.split("-")[1])
+def _is_shard(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith("part-") and base.endswith(".parquet")
 
 
-def fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
+def shard_names(storage: Storage, kind: str) -> list[str]:
+    """The committed shards of one kind, in shard order."""
+    return sorted((n for n in storage.list(kind) if _is_shard(n)), key=shard_number)
+
+
+def next_segment_number(storage: Storage | Path, journal_dir: Path) -> int:
+    """The number of the next journal segment: after every shard and every segment there is."""
+    st = as_storage(storage)
+    nums = [shard_number(n) for k in KINDS for n in shard_names(st, k)]
+    nums += [segment_number(p) for p in list_segments(journal_dir)]
+    return max(nums) + 1 if nums else 0
+
+
+def has_rows(storage: Storage, journal_dir: Path) -> bool:
+    """Whether any row was answered: a shard or a journal segment exists."""
+    return any(shard_names(storage, k) for k in KINDS) or bool(list_segments(journal_dir))
+
+
+def stage_table(storage: Storage, name: str, table: pa.Table) -> Path:
+    """``table`` as a complete, fsynced Parquet file at ``name``'s staging path (not yet committed)."""
+    tmp = storage.local_temp(name)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        pq.write_table(table, tmp, compression=COMPRESSION)
+        fsync(tmp)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(e, f"{name} in {storage.where}") from None
+    return tmp
+
+
+def write_table(storage: Storage, name: str, table: pa.Table) -> None:
+    """``table`` committed as the shard ``name`` (replacing it), whole or not at all."""
+    storage.commit(stage_table(storage, name, table), name)
 
 
 class ShardWriter:
@@ -59,19 +93,17 @@ class ShardWriter:
     Lines are parsed in chunks by ``pyarrow.json`` (C++, GIL released): no Python object per row or
     value. A record with a (non-null) ``error_kind`` is a failure row, any other a data row."""
 
-    def __init__(self, run_dir: Path, data: pa.Schema, failures: pa.Schema):
-        self.run_dir = run_dir
+    def __init__(self, storage: Storage | Path, data: pa.Schema, failures: pa.Schema):
+        self.storage = as_storage(storage)
         self.schemas = {DATA: data, FAILURES: failures}
         self.shards_written = 0
         self._json_schema = _json_schema(data, failures)
 
     def compact(self, segment: Path) -> dict[str, int]:
-        """Segment → shards (atomic), then delete the segment. Returns rows written per kind."""
+        """Segment → shards (committed), then delete the segment. Returns rows written per kind."""
         n = segment_number(segment)
-        files = {
-            k: _ShardFile(shard_path(self.run_dir, k, n).with_suffix(".parquet.tmp"), self.schemas[k])
-            for k in (DATA, FAILURES)
-        }
+        st = self.storage
+        files = {k: _ShardFile(st, shard_name(k, n), self.schemas[k]) for k in KINDS}
         seen: set[Any] = set()
         try:
             for payloads in iter_segment_payloads(segment, CHUNK_ROWS):
@@ -80,14 +112,14 @@ class ShardWriter:
                     files[kind].add(rows)
             written = [k for k, f in files.items() if f.finish()]
             for kind in written:
-                os.replace(files[kind].path, shard_path(self.run_dir, kind, n))
-                fsync_dir(files[kind].path.parent)
-            segment.unlink()
-            fsync_dir(segment.parent)
-        except OSError as e:
+                files[kind].commit()
+            delete_segment(segment)
+        except (OSError, StorageError) as e:
             for f in files.values():
                 f.abort()
-            raise storage_error(e, f"shards in {self.run_dir}") from None
+            if isinstance(e, StorageError):
+                raise
+            raise storage_error(e, f"shards in {st.where}") from None
         self.shards_written += len(written)
         return {k: f.rows for k, f in files.items()}
 
@@ -98,25 +130,28 @@ class ShardWriter:
         parts = {DATA: _with_metrics(table.filter(pc.invert(failed))), FAILURES: table.filter(failed)}
         return {k: t.select(self.schemas[k].names).cast(self.schemas[k]) for k, t in parts.items()}
 
-    def recover(self, journal_dir: Path) -> int:
-        """Start-up repair: drop temp files, redo every leftover segment. Returns segments compacted."""
-        for kind in (DATA, FAILURES):
-            d = self.run_dir / kind
-            if d.exists():
-                for p in d.glob("*.tmp"):
-                    p.unlink()
+    def compact_leftovers(self, journal_dir: Path) -> int:
+        """Redo every segment still in the journal (a crash left it). Returns how many."""
         segs = list_segments(journal_dir)
         for seg in segs:
             self.compact(seg)
         return len(segs)
+
+    def recover(self, journal_dir: Path) -> int:
+        """Deprecated (engine/runner.py until it uses RunStore.open, which runs engine.store.recovery):
+        drop staged files, redo every leftover segment. Returns segments compacted."""
+        self.storage.discard_staged()
+        return self.compact_leftovers(journal_dir)
 
 
 class _ShardFile:
     """One shard being written to its temp path, in row groups of about ``ROW_GROUP_ROWS`` rows; the file
     is created by the first row group (a kind without rows gets no file)."""
 
-    def __init__(self, path: Path, schema: pa.Schema):
-        self.path = path
+    def __init__(self, storage: Storage, name: str, schema: pa.Schema):
+        self.storage = storage
+        self.name = name
+        self.path: Path | None = None
         self.schema = schema
         self.rows = 0
         self._pending: list[pa.Table] = []
@@ -132,27 +167,31 @@ class _ShardFile:
             self._flush()
 
     def finish(self) -> bool:
-        """Write what is pending, close and fsync. False when there were no rows (and there is no file)."""
+        """Write what is pending and close (the commit fsyncs). False when there were no rows (no file)."""
         self._flush()
         if self._writer is None:
             return False
         self._writer.close()
-        _fsync_file(self.path)
         return True
+
+    def commit(self) -> None:
+        assert self.path is not None
+        self.storage.commit(self.path, self.name)
 
     def abort(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def _flush(self) -> None:
         if not self._pending:
             return
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+            self.path = self.storage.local_temp(self.name)
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression=COMPRESSION)
         self._writer.write_table(pa.concat_tables(self._pending))
         self.rows += self._pending_rows
         self._pending, self._pending_rows = [], 0
@@ -225,15 +264,13 @@ def _drop_seen(table: pa.Table, seen: set[Any]) -> pa.Table:
     return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
 
 
-def _fsync_file(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# ---------------------------------------------------------------- compat: Path-based helpers
+# engine/runner.py and engine/commands/export.py (until they use RunStore / RunView) and tests
 
 
-def next_segment_number(run_dir: Path, journal_dir: Path) -> int:
-    nums = [shard_number(p) for k in (DATA, FAILURES) for p in list_shards(run_dir, k)]
-    nums += [segment_number(p) for p in list_segments(journal_dir)]
-    return max(nums) + 1 if nums else 0
+def shard_path(run_dir: Path, kind: str, n: int) -> Path:
+    return run_dir / shard_name(kind, n)
+
+
+def list_shards(run_dir: Path, kind: str) -> list[Path]:
+    return [run_dir / n for n in shard_names(as_storage(run_dir), kind)]

@@ -1,0 +1,423 @@
+"""The run store's facade (L3): the only way the rest of the engine reaches a run directory.
+
+* :class:`RunStore`: a run directory opened for writing (holds the run lock): a run's sessions, its
+  done set, its :class:`StoreWriter`, superseding failures; and ``clair reparse``'s shard-pair rewrite.
+* :class:`StoreWriter`: the event-loop side of a run's output: the journal (group commit) and the
+  compaction of full segments into shards in one lower-priority writer thread, with backpressure.
+* :class:`RunView`: a run directory opened read-only (status, export, stats, tests).
+
+Layout (``format_version`` 1)::
+
+    RUN/manifest.json            the run's settings, fingerprint and sessions (through the Storage seam)
+    RUN/report.json              the last session's report (through the seam)
+    RUN/data/part-NNNNN.parquet  rows with a usable revision (through the seam)
+    RUN/failures/part-NNNNN.parquet   rows without one (through the seam)
+    RUN/reparse-intent.json      only while a shard pair is being replaced (through the seam)
+    RUN/journal/seg-NNNNN.log    finished rows not yet in shards (always local)
+    RUN/run.lock                 flock of the process using the run (always local)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+
+from engine.core.errors import RunStateError, StorageError
+from engine.core.memory import lower_thread_priority, release_free_memory
+from engine.source import DoneSet
+from engine.store import manifest as mf
+from engine.store import readers, rewrite
+from engine.store.fs import LocalStorage, Storage, atomic_output
+from engine.store.journal import JOURNAL, Journal, count_records, list_segments
+from engine.store.recovery import Recovered, recover
+from engine.store.shards import (
+    DATA,
+    FAILURES,
+    KINDS,
+    ShardWriter,
+    has_rows,
+    next_segment_number,
+    shard_name,
+    shard_names,
+    shard_number,
+)
+
+log = logging.getLogger("clair")
+
+#: full journal segments allowed to wait for the shard writer before new rows wait too
+MAX_PENDING_SEGMENTS = 2
+
+__all__ = ["MAX_PENDING_SEGMENTS", "JournalStats", "RunStore", "RunView", "StoreWriter", "atomic_output"]
+
+
+def _not_a_run(run_dir: Path) -> RunStateError:
+    return RunStateError(f"{run_dir} is not a clair run directory (no manifest.json); check the path")
+
+
+class RunStore:
+    """A run directory opened for writing; holds the run lock until :meth:`close` (or the ``with`` ends)."""
+
+    def __init__(self, run_dir: Path, storage: Storage, lock: mf.RunLock, manifest: dict[str, Any],
+                 shards: ShardWriter | None, recovered: Recovered):
+        self.dir = run_dir
+        self.storage = storage
+        self.manifest = manifest
+        self.recovered = recovered
+        self._lock = lock
+        self._shards = shards
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, run_dir: Path, *, fingerprint: dict[str, Any], data_schema: pa.Schema,
+             failure_schema: pa.Schema, parser_version: str, markers: dict[str, Any],
+             new_run: bool = False, storage: Storage | None = None) -> RunStore:
+        """Open (or create) ``run_dir`` for a run with these settings, locked and recovered.
+
+        A manifest whose run has no rows yet is ignored (start afresh); a different fingerprint is refused
+        (RunStateError naming what changed) unless ``new_run``, which archives a non-empty directory to
+        ``DIR.old-TIMESTAMP`` first (under its lock: never one another run uses)."""
+        run = Path(run_dir)
+        st = storage if storage is not None else LocalStorage(run)
+        journal_dir = run / JOURNAL
+        fp_hash = mf.fingerprint_hash(fingerprint)
+        manifest = mf.load(st)
+        if manifest is not None and not has_rows(st, journal_dir):
+            manifest = None  # nothing was answered yet: nothing to mix, start afresh
+        if manifest is not None and manifest.get("fingerprint_hash") != fp_hash and not new_run:
+            what = mf.describe_change(manifest.get("fingerprint", {}), fingerprint)
+            raise RunStateError(
+                f"{run} holds a run made with different settings ({what} changed); resuming would mix "
+                f"answers. Use --new-run to archive it and start fresh, or set output.dir to another directory"
+            )
+        if new_run and run.exists() and any(run.iterdir()):
+            _archive(run)
+            manifest = None
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create the run directory {run} ({e.strerror}); fix output.dir") from None
+        lock = mf.RunLock(run)
+        lock.acquire()
+        try:
+            if manifest is not None and manifest.get("parser_version") != parser_version:
+                log.warning(
+                    "the rows already in %s were parsed by parser version %s, this is version %s; "
+                    "`clair reparse %s` re-parses them from the stored answers without requests",
+                    run, manifest.get("parser_version"), parser_version, run,
+                )
+            if manifest is None:
+                manifest = mf.new_manifest(created=time.time(), fingerprint=fingerprint,
+                                           parser_version=parser_version, markers=markers)
+            shards = ShardWriter(st, data_schema, failure_schema)
+            recovered = recover(st, journal_dir, shards)
+            if recovered.segments_compacted:
+                log.info("recovered %d journal segment(s) into shards", recovered.segments_compacted)
+            return cls(run, st, lock, manifest, shards, recovered)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open_existing(cls, run_dir: Path, *, storage: Storage | None = None) -> RunStore:
+        """Open an existing run to rewrite its shards (``clair reparse``): locked, an interrupted rewrite
+        finished and staged files dropped; journal segments are left alone (see :meth:`journal_segments`)."""
+        run = Path(run_dir)
+        st = storage if storage is not None else LocalStorage(run)
+        manifest = mf.load(st) if run.is_dir() else None
+        if manifest is None:
+            raise _not_a_run(run)
+        lock = mf.RunLock(run)
+        lock.acquire()
+        try:
+            return cls(run, st, lock, manifest, None, recover(st, run / JOURNAL))
+        except BaseException:
+            lock.release()
+            raise
+
+    # ------------------------------------------------------------ a run's sessions
+
+    def done_ids(self, *, retry_failed: bool = False) -> DoneSet:
+        """Rows not to request again: data rows, and failure rows (only final ones with ``retry_failed``)."""
+        return readers.done_ids(self.storage, retry_failed=retry_failed)
+
+    def begin_session(self, *, config: dict[str, Any], started: float, retry_failed: bool,
+                      rows_total: int | None) -> None:
+        self.manifest["config"] = config
+        self.manifest["runs"].append({"started": started, "retry_failed": retry_failed})
+        self.manifest["rows_total"] = rows_total
+        mf.save(self.storage, self.manifest)
+
+    def writer(self, *, rows_per_segment: int, fsync_interval_s: float) -> StoreWriter:
+        if self._shards is None:
+            raise RuntimeError("RunStore.writer needs a store opened with RunStore.open")
+        journal_dir = self.dir / JOURNAL
+        return StoreWriter(journal_dir, self._shards, first_segment=next_segment_number(self.storage, journal_dir),
+                           rows_per_segment=rows_per_segment, fsync_interval_s=fsync_interval_s)
+
+    def supersede_failures(self) -> int:
+        """Drop failure rows superseded by data rows or newer failures (after ``--retry-failed``); returns
+        how many, and logs it."""
+        removed = rewrite.drop_superseded_failures(self.storage)
+        if removed:
+            log.info("removed %d superseded failure row(s)", removed)
+        return removed
+
+    def counts(self) -> dict[str, Any]:
+        """``{"data", "failed", "failure_kinds"}`` from the shards."""
+        return readers.counts(self.storage)
+
+    def end_session(self, *, status: str, report: dict[str, Any], rows_total: int | None,
+                    counts: dict[str, Any], ended: float) -> None:
+        self.manifest["runs"][-1].update(ended=ended, status=status, report=report)
+        self.manifest["rows_total"] = rows_total
+        self.manifest["counts"] = counts
+        mf.save(self.storage, self.manifest)
+        with contextlib.suppress(StorageError):  # the manifest holds the report too
+            import orjson
+
+            self.storage.write_atomic(mf.REPORT, orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+    # ------------------------------------------------------------ rewriting shards (clair reparse)
+
+    def journal_segments(self) -> list[Path]:
+        return list_segments(self.dir / JOURNAL)
+
+    def shard_numbers(self) -> list[int]:
+        """Every shard pair number there is (of either kind), ascending."""
+        return sorted({shard_number(n) for k in KINDS for n in shard_names(self.storage, k)})
+
+    def read_shard(self, kind: str, n: int) -> pa.Table | None:
+        name = shard_name(kind, n)
+        return readers.read_table(self.storage, name) if self.storage.exists(name) else None
+
+    def rewrite_pair(self, n: int, data: pa.Table | None, failures: pa.Table | None) -> None:
+        """Replace shard pair ``n`` by these rows, all or nothing (intent file; finished on the next open)."""
+        rewrite.rewrite_pair(self.storage, n, data, failures)
+
+    def update_manifest(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        mf.save(self.storage, self.manifest)
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Release the run lock (idempotent)."""
+        self._lock.release()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _archive(run: Path) -> None:
+    """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it."""
+    archived = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock = mf.RunLock(run)
+    lock.acquire()  # never archive a directory another run is using
+    try:
+        shutil.move(str(run), str(archived))
+    except OSError as e:
+        raise StorageError(f"cannot archive {run} to {archived} ({e.strerror or e}); move it away by hand") from None
+    finally:
+        lock.release()
+    log.warning("archived the previous run to %s", archived)
+
+
+class StoreWriter:
+    """The event-loop side of a run's output: :meth:`append` journals finished rows; :meth:`run` fsyncs in
+    group commits and turns full segments into shards in one writer thread at lower CPU priority.
+
+    Backpressure: ``ready`` is set while fewer than :data:`MAX_PENDING_SEGMENTS` full segments wait for
+    compaction; producers wait for it (:meth:`wait_ready`) so a CPU-bound run cannot pile segments up."""
+
+    def __init__(self, journal_dir: Path, shards: ShardWriter, *, first_segment: int, rows_per_segment: int,
+                 fsync_interval_s: float):
+        self.journal = Journal(journal_dir, first_segment=first_segment, rows_per_segment=rows_per_segment,
+                               fsync_interval_s=fsync_interval_s, on_full=self._segment_full)
+        self.shards = shards
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.waits = 0
+        self.segments_pending = 0
+        self._queue: asyncio.Queue[Path | None] = asyncio.Queue()  # bounded in effect by ``ready``
+        self._closed = False
+
+    # stats for the report
+    @property
+    def records_total(self) -> int:
+        return self.journal.records_total
+
+    @property
+    def bytes_total(self) -> int:
+        return self.journal.bytes_total
+
+    @property
+    def shards_written(self) -> int:
+        return self.shards.shards_written
+
+    def append(self, recs: list[dict[str, Any]]) -> None:
+        """Hand finished rows to the OS now (one ``os.write`` per batch; survives kill -9). StorageError
+        when the journal cannot be written."""
+        self.journal.append_many(recs)
+
+    async def wait_ready(self) -> None:
+        """Wait while the shard writer is behind (counted in ``waits``)."""
+        if self.ready.is_set():
+            return
+        if not self.waits:
+            log.info("the shard writer is behind; new requests wait until it catches up")
+        self.waits += 1
+        await self.ready.wait()
+
+    async def run(self) -> None:
+        """Group commits and compaction until :meth:`close` and the last segment is a shard. A failed
+        compaction (or fsync) raises StorageError, and ``ready`` is set so that nobody waits forever."""
+        loop = asyncio.get_running_loop()
+        # the fsyncs run in the default executor, not behind a compaction in the writer thread: a
+        # 10 000-row compaction takes about a second, the group-commit window is 50 ms
+        committer = asyncio.create_task(self.journal.commit_loop(), name="journal-commit")
+        try:
+            # one writer thread owns the shard files; it runs at a lower CPU priority than the event loop
+            # (compaction only has to keep up on average; the loop's latency is the throughput)
+            with ThreadPoolExecutor(1, thread_name_prefix="clair-writer", initializer=lower_thread_priority) as pool:
+                while (segment := await self._queue.get()) is not None:
+                    try:
+                        await loop.run_in_executor(pool, self._compact, segment)
+                    except StorageError:
+                        raise
+                    except Exception as e:  # not an OSError (those are StorageErrors): a bug or a bad segment
+                        raise StorageError(
+                            f"cannot turn journal segment {segment} into shards ({e}); "
+                            "run the same command again to resume"
+                        ) from e
+                    self._segment_written()
+            if self.journal.error is not None:
+                raise self.journal.error
+        finally:
+            self.ready.set()  # nothing may wait for a writer that has stopped
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+
+    def close(self) -> None:
+        """fsync and close the journal; its open segment goes to compaction like a full one (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.journal.close()
+        finally:
+            self._queue.put_nowait(None)
+
+    def _compact(self, segment: Path) -> None:
+        self.shards.compact(segment)
+        release_free_memory()  # the compaction's buffers, back to the OS (flat memory on long runs)
+
+    def _segment_full(self, path: Path, seg: int) -> None:
+        self.segments_pending += 1
+        if self.segments_pending >= MAX_PENDING_SEGMENTS:
+            self.ready.clear()
+        self._queue.put_nowait(path)
+
+    def _segment_written(self) -> None:
+        self.segments_pending -= 1
+        if self.segments_pending < MAX_PENDING_SEGMENTS:
+            self.ready.set()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    segments: int
+    rows: int  # intact records (what a resume keeps)
+    bytes: int
+
+
+class RunView:
+    """A run directory opened read-only: takes no lock, changes nothing (status, export, stats)."""
+
+    def __init__(self, run_dir: Path, storage: Storage, manifest: dict[str, Any]):
+        self.dir = run_dir
+        self.storage = storage
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, run_dir: Path, *, storage: Storage | None = None) -> RunView:
+        run = Path(run_dir)
+        st = storage if storage is not None else LocalStorage(run)
+        manifest = mf.load(st) if run.is_dir() else None
+        if manifest is None:
+            raise _not_a_run(run)
+        return cls(run, st, manifest)
+
+    def active(self) -> dict[str, Any] | None:
+        """The lock holder's info (``pid``, ``host``, ``since``) when a live process uses the run, else None."""
+        return mf.is_active(self.dir)
+
+    def shards(self, kind: str) -> list[str]:
+        """Committed shard names of ``kind`` (``DATA`` or ``FAILURES``), in shard order."""
+        return shard_names(self.storage, kind)
+
+    def journal_segments(self) -> list[Path]:
+        return list_segments(self.dir / JOURNAL)
+
+    def journal_stats(self) -> JournalStats:
+        segs = self.journal_segments()
+        return JournalStats(len(segs), sum(count_records(s) for s in segs), sum(s.stat().st_size for s in segs))
+
+    def pending_rewrite(self) -> bool:
+        """An interrupted ``clair reparse`` waits to be finished (readers may see half of it)."""
+        return rewrite.pending_rewrite(self.storage)
+
+    def last_activity(self) -> float | None:
+        names = [*self.shards(DATA), *self.shards(FAILURES), mf.MANIFEST]
+        times = [t for t in (self.storage.mtime(n) for n in names) if t is not None]
+        times += [s.stat().st_mtime for s in self.journal_segments()]
+        return max(times, default=None)
+
+    def folder_holding(self, path: Path) -> str | None:
+        """The run folder (data, failures, journal) that ``path`` would be written into, if any."""
+        parent = path.resolve().parent
+        for kind in (DATA, FAILURES, JOURNAL):
+            d = (self.dir / kind).resolve()
+            if parent == d or d in parent.parents:
+                return kind
+        return None
+
+    # ---- rows (the supersession rules applied)
+
+    def counts(self) -> dict[str, Any]:
+        return readers.counts(self.storage)
+
+    def data_ids(self) -> pa.Array | None:
+        return readers.data_ids(self.storage)
+
+    def current_failures(self, columns: list[str] | None = None) -> pa.Table | None:
+        return readers.current_failures(self.storage, columns)
+
+    def done_ids(self, *, retry_failed: bool = False) -> DoneSet:
+        return readers.done_ids(self.storage, retry_failed=retry_failed)
+
+    def schema(self, kind: str = DATA) -> pa.Schema | None:
+        """The first shard's schema of ``kind``, None without shards of that kind."""
+        names = self.shards(kind)
+        return readers.shard_schema(self.storage, names[0]) if names else None
+
+    def iter_batches(self, kind: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Every shard's record batches of ``kind``, in shard order, only ``columns`` (data rows are all
+        current; for current failure rows use :meth:`current_failures`)."""
+        for name in self.shards(kind):
+            yield from readers.iter_batches(self.storage, name, columns, batch_rows)

@@ -112,7 +112,7 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path: Path, monkeypatch
 
 
 def test_storage_error_type_names_the_fix() -> None:
-    from engine.store.journal import storage_error
+    from engine.store import storage_error
 
     e = storage_error(OSError(errno.EACCES, "Permission denied"), "the journal")
     assert isinstance(e, StorageError) and "write permission was lost" in str(e)

@@ -17,7 +17,7 @@ from engine.records import data_schema, failure_schema
 from engine.store import LocalStorage
 from engine.store import shards as sink
 from engine.store.journal import encode_record
-from engine.store.shards import DATA, FAILURES, ShardWriter, shard_path
+from engine.store.shards import DATA, FAILURES, ShardWriter, shard_name
 
 MSG = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
 KEPT = [
@@ -124,7 +124,7 @@ def test_compaction_matches_per_record_parsing(
     assert not seg.exists()
     assert counts == {k: t.num_rows for k, t in want.items()} and counts[DATA] > 0 and counts[FAILURES] > 0
     for kind in (DATA, FAILURES):
-        _assert_same(pq.read_table(shard_path(tmp_path, kind, 3)), want[kind])
+        _assert_same(pq.read_table(tmp_path / shard_name(kind, 3)), want[kind])
 
 
 def test_only_corrupt_chunks_are_parsed_line_by_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +162,6 @@ def test_row_groups_gather_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     seg.parent.mkdir()
     seg.write_bytes(b"".join(encode_record({"row_id": i, "task": "t", "status": "ok"}) for i in range(25)))
     ShardWriter(LocalStorage(tmp_path), data_schema(pa.int64(), []), failure_schema(pa.int64(), [])).compact(seg)
-    f = pq.ParquetFile(shard_path(tmp_path, DATA, 0))
+    f = pq.ParquetFile(tmp_path / shard_name(DATA, 0))
     assert [f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] == [12, 12, 1]
     assert f.read().column("row_id").to_pylist() == list(range(25))

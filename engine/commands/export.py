@@ -46,8 +46,7 @@ from engine.commands.card import dataset_card
 from engine.commands.hub import check_hub_target, push_to_hub
 from engine.commands.rundata import ExportError
 from engine.core.errors import RunStateError
-from engine.store.journal import storage_error
-from engine.store.shards import fsync_dir
+from engine.store import RunView, atomic_output
 
 __all__ = [
     "FORMATS",
@@ -195,14 +194,12 @@ def default_out(run_dir: Path, fmt: str) -> Path:
     return run_dir / f"export-{fmt}.parquet"
 
 
-def _check_out(run_dir: Path, out: Path) -> None:
+def _check_out(view: RunView, out: Path) -> None:
     if out.is_dir():
         raise ExportError(f"--out {out} is a directory; give a file name such as {out / 'pairs.parquet'}")
-    parent = out.resolve().parent
-    for kind in ("data", "failures", "journal"):
-        d = (run_dir / kind).resolve()
-        if parent == d or d in parent.parents:
-            raise ExportError(f"--out {out} is inside the run's {kind}/ folder; write the export elsewhere")
+    kind = view.folder_holding(out)
+    if kind is not None:
+        raise ExportError(f"--out {out} is inside the run's {kind}/ folder; write the export elsewhere")
 
 
 def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
@@ -211,22 +208,18 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | No
     run = Path(run_dir)
     opts = opts or ExportOptions()
     opts.check()
-    rundata.check_run(run)
-    if rundata.reparse_pending(run):
+    view = rundata.open_run(run)
+    if view.pending_rewrite():
         raise RunStateError(
             f"{run} has an interrupted `clair reparse`; run `clair reparse {run}` again to finish it, then export"
         )
-    shards = rundata.data_shards(run)
-    if not shards:
-        raise RunStateError(f"{run} has no data shards yet; run the job first (clair run CONFIG)")
+    schema = output_schema(opts.format, rundata.id_type(view))
     out_path = Path(out) if out is not None else default_out(run, opts.format)
-    _check_out(run, out_path)
-    schema = output_schema(opts.format, rundata.shard_id_type(shards[0]))
+    _check_out(view, out_path)
     res = ExportResult(out=str(out_path), format=opts.format, options=dict(opts.__dict__))
-    dedup = rundata.Dedup(run)
+    dedup = rundata.Dedup(view)
     metrics = rundata.Metrics()
 
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     writer: pq.ParquetWriter | None = None
     pending: list[pa.Table] = []
     pending_rows = pending_bytes = 0
@@ -240,10 +233,9 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | No
             pending_rows = pending_bytes = 0
 
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        for shard in shards:
-            for batch in rundata.read_batches(shard, _EXPORT_COLUMNS, rundata.BATCH_ROWS):
+        with atomic_output(out_path, f"the export {out_path}") as tmp:
+            writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            for batch in rundata.batches(view, _EXPORT_COLUMNS):
                 res.rows_read += batch.num_rows
                 keep = select(batch, opts, dedup.repeated(batch.column("row_id")), res)
                 if not keep.any():
@@ -258,25 +250,15 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | No
                 res.rows_exported += pairs.num_rows
                 if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= ROW_GROUP_BYTES:
                     flush()
-        flush()
-        writer.close()
-        writer = None
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, out_path)
-        fsync_dir(out_path.parent)
-    except OSError as e:
-        raise storage_error(e, f"the export {out_path}") from None
+            flush()
+            writer.close()
+            writer = None
     finally:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-    res.failed, res.failure_kinds = rundata.failure_counts(run)
+    counts = view.counts()
+    res.failed, res.failure_kinds = counts["failed"], counts["failure_kinds"]
     res.metrics = metrics.summary()
     return res
 
@@ -313,8 +295,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.private and not args.push_to_hub:
         raise ExportError("--private only applies with --push-to-hub ORG/NAME")
     token = check_hub_target(args.push_to_hub) if args.push_to_hub else None
-    manifest = rundata.check_run(run)
-    for w in rundata.run_warnings(run):
+    view = rundata.open_run(run)
+    manifest = view.manifest
+    for w in rundata.run_warnings(view):
         print(f"warning: {w}", file=sys.stderr)
     res = export_run(run, args.out, opts)
     print(format_export(res))

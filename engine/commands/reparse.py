@@ -20,15 +20,6 @@ from engine.store import RunStore
 from engine.store.shards import DATA, FAILURES
 
 
-def finish_pending(run_dir: Path) -> None:
-    """Deprecated (engine/runner.py until it uses RunStore.open, whose recovery does it): complete an
-    interrupted reparse of a local run directory."""
-    from engine.store.fs import LocalStorage
-    from engine.store.rewrite import finish_rewrite
-
-    finish_rewrite(LocalStorage(run_dir))
-
-
 def reparse_run(run_dir: Path) -> dict[str, int]:
     with RunStore.open_existing(run_dir) as store:
         if store.journal_segments():

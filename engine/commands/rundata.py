@@ -1,9 +1,8 @@
 """A run's committed data rows as ``clair export`` and ``clair stats`` read them (L4, shared by both).
 
-Every look into the run directory that export and stats make goes through the few functions here:
-the manifest check, the warnings about a running job or an uncompacted journal, the list of data
-shards and their record batches, the row_ids written twice, and the failure counts (with the
-supersession rules of :mod:`engine.store.readers`). Beside them sit the per-batch helpers both
+Every look into the run directory that export and stats make goes through the store's read-only view
+(:class:`engine.store.RunView`) and the few functions here: the warnings about a running job or an
+uncompacted journal, the data rows' record batches and the row_ids written twice. Beside them sit the per-batch helpers both
 commands apply to those rows (the minimality metric columns, computed where a shard left them null;
 exact percentiles; the identical-revision test) and the two small number formats their reports share.
 Nothing here writes.
@@ -19,14 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.core.errors import RunStateError, UserError
 from engine.minimality import jaccard, length_ratio, levenshtein
-from engine.store import readers as results
-from engine.store.journal import list_segments
-from engine.store.manifest import is_active, read_manifest
-from engine.store.shards import DATA, list_shards
+from engine.store import DATA, RunView
 
 __all__ = [
     "BATCH_ROWS",
@@ -35,17 +30,14 @@ __all__ = [
     "ExportError",
     "Metrics",
     "as_bool",
-    "check_run",
+    "batches",
     "check_thresholds",
-    "data_shards",
-    "failure_counts",
+    "id_type",
     "identical",
     "kinds",
     "metric",
     "num",
-    "read_batches",
-    "reparse_pending",
-    "shard_id_type",
+    "open_run",
     "run_warnings",
     "summarize",
 ]
@@ -54,7 +46,6 @@ METRICS = ("jaccard", "levenshtein", "length_ratio")
 #: rows read per record batch (memory per batch ~ this × a row's text)
 BATCH_ROWS = 4096
 
-_INTENT = "reparse-intent.json"  # engine.commands.reparse.INTENT (not imported: reparse pulls in the parser)
 
 
 class ExportError(UserError):
@@ -72,72 +63,41 @@ def check_thresholds(max_distance: int | None, min_jaccard: float | None) -> Non
 # ---------------------------------------------------------------------------- the run directory
 
 
-def check_run(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest; a :class:`RunStateError` when ``run_dir`` is not a run directory."""
-    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
-    if manifest is None:
-        raise RunStateError(f"{run_dir} is not a clair run directory (no manifest.json); check the path")
-    return manifest
+def open_run(run_dir: Path) -> RunView:
+    """The run, read-only; a :class:`RunStateError` when ``run_dir`` is not a run directory."""
+    return RunView.open(run_dir)
 
 
-def run_warnings(run_dir: Path) -> list[str]:
+def run_warnings(view: RunView) -> list[str]:
     """Why the committed shards may not be the whole run: a running job, uncompacted journal segments."""
     out = []
-    if is_active(run_dir):
-        out.append(f"{run_dir} is being written by a running job; only the shards committed so far are read")
-    segs = list_segments(run_dir / "journal")
+    if view.active():
+        out.append(f"{view.dir} is being written by a running job; only the shards committed so far are read")
+    segs = view.journal_segments()
     if segs:
         out.append(
-            f"{len(segs)} journal segment(s) in {run_dir} are not compacted into shards yet and are not read; "
+            f"{len(segs)} journal segment(s) in {view.dir} are not compacted into shards yet and are not read; "
             "resume the run (clair run CONFIG) to compact them"
         )
     return out
 
 
-def reparse_pending(run_dir: Path) -> bool:
-    """True while an interrupted ``clair reparse`` has left its intent file in the run."""
-    return (run_dir / _INTENT).exists()
+def id_type(view: RunView) -> pa.DataType:
+    """The Arrow type of the data shards' ``row_id`` column (the run must have data shards)."""
+    schema = view.schema(DATA)
+    if schema is None:
+        raise RunStateError(f"{view.dir} has no data shards yet; run the job first (clair run CONFIG)")
+    return schema.field("row_id").type
 
 
-def data_shards(run_dir: Path) -> list[Path]:
-    """The committed data shards, in shard order."""
-    return list_shards(run_dir, DATA)
+def batches(view: RunView, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Every data row's ``columns``, :data:`BATCH_ROWS` rows at a time, in shard order."""
+    return view.iter_batches(DATA, columns, BATCH_ROWS)
 
 
-def failure_counts(run_dir: Path) -> tuple[int, dict[str, int]]:
-    """(failed rows, by failure kind) after supersession."""
-    counts = results.count_rows(run_dir)
-    return counts["failed"], counts["failure_kinds"]
-
-
-def shard_id_type(shard: Path) -> pa.DataType:
-    """The Arrow type of a shard's ``row_id`` column."""
-    try:
-        return pq.read_schema(shard).field("row_id").type
-    except (pa.ArrowException, OSError, KeyError) as e:
-        raise RunStateError(f"shard {shard} is corrupt or unreadable ({e}); move it away") from None
-
-
-def read_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """A shard's ``columns``, ``batch_rows`` rows at a time; a bad shard is one :class:`RunStateError`."""
-    try:
-        pf = pq.ParquetFile(path)
-        missing = [c for c in columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise RunStateError(
-                f"shard {path} lacks column(s) {', '.join(missing)}; it was not written by this engine version"
-            )
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
-    except (pa.ArrowException, OSError) as e:
-        raise RunStateError(
-            f"shard {path} is corrupt or unreadable ({str(e).splitlines()[0][:120]}); "
-            "move it away and run again to re-request its rows"
-        ) from None
-
-
-def _duplicate_ids(run_dir: Path) -> pa.Array | None:
+def _duplicate_ids(view: RunView) -> pa.Array | None:
     """row_ids present more than once in data/ (normally none); one pass over the id column only."""
-    ids = results.data_ids(run_dir)
+    ids = view.data_ids()
     if ids is None or len(ids) == 0:
         return None
     vc = pc.value_counts(ids)
@@ -148,8 +108,8 @@ def _duplicate_ids(run_dir: Path) -> pa.Array | None:
 class Dedup:
     """Keeps the first occurrence (in shard order) of each row_id that data/ holds more than once."""
 
-    def __init__(self, run_dir: Path):
-        self.dups = _duplicate_ids(run_dir)
+    def __init__(self, view: RunView):
+        self.dups = _duplicate_ids(view)
         self.seen: set[Any] = set()
 
     def repeated(self, ids: pa.Array) -> np.ndarray:

@@ -35,7 +35,7 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
                   min_jaccard: float | None = 0.1, examples: int = EXAMPLES) -> dict[str, Any]:
     """Metric distribution, status counts and suspicious revisions of a run's data rows (streamed)."""
     run = Path(run_dir)
-    rundata.check_run(run)
+    view = rundata.open_run(run)
     rundata.check_thresholds(max_distance, min_jaccard)
     status: Counter[str] = Counter()
     metrics = rundata.Metrics()
@@ -45,7 +45,7 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
     if max_distance is not None:
         checks["over_max_distance"] = f"Levenshtein distance > {max_distance}"
     suspicious: dict[str, dict[str, Any]] = {k: {"description": d, "count": 0, "row_ids": []} for k, d in checks.items()}
-    dedup = rundata.Dedup(run)
+    dedup = rundata.Dedup(view)
     rows = duplicates = 0
 
     def flag(kind: str, mask: np.ndarray, ids: pa.Array) -> None:
@@ -56,24 +56,24 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
         if room > 0 and len(hits):
             s["row_ids"].extend(ids.take(pa.array(hits[:room])).to_pylist())
 
-    for shard in rundata.data_shards(run):
-        for batch in rundata.read_batches(shard, _STATS_COLUMNS, rundata.BATCH_ROWS):
-            rep = dedup.repeated(batch.column("row_id"))
-            if rep.any():
-                duplicates += int(rep.sum())
-                batch = batch.filter(pa.array(~rep))
-            rows += batch.num_rows
-            status.update(str(s) for s in batch.column("status").to_pylist())
-            values = {m: rundata.metric(batch, m) for m in rundata.METRICS}
-            for m in rundata.METRICS:
-                metrics.add(m, values[m])
-            ids = batch.column("row_id")
-            flag("identical", rundata.identical(batch.column("revision"), batch.column("student_solution")), ids)
-            if min_jaccard is not None:
-                flag("low_jaccard", np.nan_to_num(values["jaccard"], nan=np.inf) < min_jaccard, ids)
-            if max_distance is not None:
-                flag("over_max_distance", np.nan_to_num(values["levenshtein"], nan=-np.inf) > max_distance, ids)
-    failed, failure_kinds = rundata.failure_counts(run)
+    for batch in rundata.batches(view, _STATS_COLUMNS):
+        rep = dedup.repeated(batch.column("row_id"))
+        if rep.any():
+            duplicates += int(rep.sum())
+            batch = batch.filter(pa.array(~rep))
+        rows += batch.num_rows
+        status.update(str(s) for s in batch.column("status").to_pylist())
+        values = {m: rundata.metric(batch, m) for m in rundata.METRICS}
+        for m in rundata.METRICS:
+            metrics.add(m, values[m])
+        ids = batch.column("row_id")
+        flag("identical", rundata.identical(batch.column("revision"), batch.column("student_solution")), ids)
+        if min_jaccard is not None:
+            flag("low_jaccard", np.nan_to_num(values["jaccard"], nan=np.inf) < min_jaccard, ids)
+        if max_distance is not None:
+            flag("over_max_distance", np.nan_to_num(values["levenshtein"], nan=-np.inf) > max_distance, ids)
+    counts = view.counts()
+    failed, failure_kinds = counts["failed"], counts["failure_kinds"]
     return {
         "run_dir": str(run),
         "rows_revised": rows,
@@ -84,7 +84,7 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
         "metrics": metrics.summary(),
         "thresholds": {"max_distance": max_distance, "min_jaccard": min_jaccard},
         "suspicious": suspicious,
-        "warnings": rundata.run_warnings(run),
+        "warnings": rundata.run_warnings(view),
     }
 
 

@@ -51,7 +51,6 @@ def fsync(p: Path) -> None:
         os.close(fd)
 
 
-fsync_dir = fsync  # deprecated name (engine/commands/export.py imports it via engine.store.shards)
 
 
 def commit_file(tmp: Path, final: Path) -> None:

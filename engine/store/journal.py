@@ -31,7 +31,7 @@ from engine.core.errors import StorageError
 from engine.store.fs import fsync, storage_error
 
 __all__ = ["Journal", "count_records", "delete_segment", "encode_record", "iter_segment_payloads",
-           "list_segments", "read_segment", "segment_number", "segment_path", "storage_error"]
+           "list_segments", "read_segment", "segment_number", "segment_path"]
 
 SEGMENT_GLOB = "seg-*.log"
 JOURNAL = "journal"

@@ -109,11 +109,6 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     return load(LocalStorage(run_dir))
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    """Deprecated (engine/runner.py until it uses RunStore): the manifest of a local run directory."""
-    save(LocalStorage(run_dir), manifest)
-
-
 class RunLock:
     """An flock on ``RUN/run.lock`` holding our pid: released by the OS when the process dies, so a
     stale lock from a dead process is simply taken over."""

@@ -176,17 +176,3 @@ def _failure_schema(st: Storage) -> pa.Schema:
     if not names:
         return failure_schema(pa.int64(), [])
     return other_schema(shard_schema(st, names[0]), FAILURES)
-
-
-# ---------------------------------------------------------------- compat: old names
-# engine/runner.py, engine/commands/export.py and benchmarks (until they use RunStore / RunView)
-
-done_set = done_ids
-count_rows = counts
-
-
-def compact_failures(run_dir: Where) -> int:
-    """Deprecated: :func:`engine.store.rewrite.drop_superseded_failures` (this module only reads)."""
-    from engine.store.rewrite import drop_superseded_failures
-
-    return drop_superseded_failures(as_storage(run_dir))

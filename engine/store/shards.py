@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 from engine.core.errors import StorageError
 from engine.minimality import batch_metrics
-from engine.store.fs import Storage, as_storage, fsync, fsync_dir, storage_error
+from engine.store.fs import Storage, as_storage, fsync, storage_error
 from engine.store.journal import delete_segment, iter_segment_payloads, list_segments, segment_number
 
-__all__ = ["CHUNK_ROWS", "DATA", "FAILURES", "KINDS", "ROW_GROUP_ROWS", "ShardWriter", "fsync_dir", "has_rows",
-           "list_shards", "next_segment_number", "shard_name", "shard_names", "shard_number", "shard_path",
+__all__ = ["CHUNK_ROWS", "DATA", "FAILURES", "KINDS", "ROW_GROUP_ROWS", "ShardWriter", "has_rows",
+           "next_segment_number", "shard_name", "shard_names", "shard_number",
            "stage_table", "write_table"]
 
 DATA, FAILURES = "data", "failures"
@@ -136,12 +136,6 @@ class ShardWriter:
         for seg in segs:
             self.compact(seg)
         return len(segs)
-
-    def recover(self, journal_dir: Path) -> int:
-        """Deprecated (engine/runner.py until it uses RunStore.open, which runs engine.store.recovery):
-        drop staged files, redo every leftover segment. Returns segments compacted."""
-        self.storage.discard_staged()
-        return self.compact_leftovers(journal_dir)
 
 
 class _ShardFile:
@@ -262,15 +256,3 @@ def _drop_seen(table: pa.Table, seen: set[Any]) -> pa.Table:
         keep.append(rid not in seen)
         seen.add(rid)
     return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
-
-
-# ---------------------------------------------------------------- compat: Path-based helpers
-# engine/runner.py and engine/commands/export.py (until they use RunStore / RunView) and tests
-
-
-def shard_path(run_dir: Path, kind: str, n: int) -> Path:
-    return run_dir / shard_name(kind, n)
-
-
-def list_shards(run_dir: Path, kind: str) -> list[Path]:
-    return [run_dir / n for n in shard_names(as_storage(run_dir), kind)]

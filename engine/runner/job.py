@@ -29,6 +29,7 @@ from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
+from engine.preflight import preflight
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
@@ -75,6 +76,8 @@ class Job:
         cfg = self.cfg
         self.template = load_prompt(cfg)
         self.source = open_source(cfg)
+        if cfg.input.precheck:
+            preflight(self.source)  # before the run directory is touched: a corrected input is not refused
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,

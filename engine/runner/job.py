@@ -24,6 +24,7 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
+from engine.core.errors import InputError
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
@@ -153,7 +154,9 @@ class Job:
             await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if pool.stopping:
                 produce.cancel()
-                cancelled = await pool.drain(self.cfg.run.grace_period_s if self.interrupted else 0.0)
+                # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
+                grace = self.interrupted is not None or isinstance(pool.fatal, InputError)
+                cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
                 serving.cancel()

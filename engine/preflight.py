@@ -21,10 +21,13 @@ Every problem is an :class:`InputError` naming the file, the line or row (1-base
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 from bisect import bisect_right
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,15 @@ SAMPLE_SLICE_ROWS = 256
 SAMPLE_SPREAD = 8
 #: Parquet id column read in batches of this many rows
 ID_BATCH_ROWS = 1 << 16
+#: a JSON-lines file at least this big is read in byte ranges of at least RANGE_MIN_BYTES by parallel
+#: threads (Arrow parses with the GIL released), every block with the column types Arrow's streaming reader
+#: fixes on the file's first 4 MB block: the rule the run's reader applies to its later blocks (and the
+#: first block fits the types inferred from it)
+PARALLEL_MIN_BYTES = 64 << 20
+RANGE_MIN_BYTES = 32 << 20
+#: block size of those readers: the JSON parser holds several times a block per reader (memory), and
+#: every block is parsed with the first block's column types, so the size does not change what is found
+SCAN_BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,10 @@ def preflight(source: Source) -> PreflightReport:
     fmt = FORMATS[source.files[0].suffix.lower()]
     if fmt == "parquet":
         rows = _scan_parquet(source, ids, probes)
+    elif fmt in ("json", "jsonl") and source.limit is None and all(_parallel(f) for f in source.files):
+        rows = 0
+        for f in source.files:
+            rows = _scan_jsonl_parallel(source, f, ids, probes, rows)
     else:
         rows = _scan_batches(source, ids, probes, decode=fmt in ("json", "jsonl"))
     if rows == 0 and source.limit != 0:
@@ -210,6 +226,117 @@ def _scan_batches(source: Source, ids: _IdScan | None, probes: list[_PathProbe],
                     p.add(b.slice(0, SAMPLE_SLICE_ROWS))
         rows += b.num_rows
     return rows
+
+
+def _parallel(f: Path) -> bool:
+    if FORMATS[f.suffix.lower()] == "jsonl" or (FORMATS[f.suffix.lower()] == "json" and not _json_is_array(f)):
+        return f.stat().st_size >= PARALLEL_MIN_BYTES
+    return False
+
+
+def _json_is_array(f: Path) -> bool:
+    with f.open("rb") as fh:
+        return fh.read(4096).lstrip().startswith(b"[")
+
+
+class _Range(io.RawIOBase):
+    """Bytes ``start`` .. ``end`` of a file, as a stream."""
+
+    def __init__(self, path: Path, start: int, end: int):
+        super().__init__()
+        self.fh = path.open("rb", buffering=0)
+        self.fh.seek(start)
+        self.left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self.left)
+        if n <= 0:
+            return 0
+        k = self.fh.readinto(memoryview(b)[:n]) or 0
+        self.left -= k
+        return k
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
+
+
+@dataclass
+class _Part:
+    rows: int = 0
+    ids: list[tuple[int, pa.Array]] = field(default_factory=list)
+    samples: list[pa.RecordBatch] = field(default_factory=list)
+    error: BaseException | None = None
+    utf8: bool = False
+
+
+def _scan_jsonl_parallel(source: Source, f: Path, ids: _IdScan | None, probes: list[_PathProbe], base: int) -> int:
+    """One big JSON-lines file in parallel byte ranges (cut at line ends); results are assembled in file
+    order, so the first problem reported is the first in the file. Returns ``base`` + the file's rows."""
+    import pyarrow.json as pjson
+
+    size = f.stat().st_size
+    n = max(1, min(os.cpu_count() or 1, size // RANGE_MIN_BYTES))
+    cuts = [0]
+    with f.open("rb") as fh:
+        for k in range(1, n):
+            fh.seek(k * size // n)
+            fh.readline()
+            if cuts[-1] < fh.tell() < size:
+                cuts.append(fh.tell())
+    cuts.append(size)
+    ropts = pjson.ReadOptions(block_size=SCAN_BLOCK_BYTES, use_threads=False)  # the ranges are the parallelism
+    try:  # the column types the run's reader fixes on the file's first block (4 MB)
+        with pjson.open_json(f, read_options=pjson.ReadOptions(block_size=1 << 22)) as first:
+            schema = first.schema
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(read_error(f, e, 0, None)) from None
+    names = sorted(source.schema.names)
+
+    def scan(k: int) -> _Part:
+        part = _Part()
+        popts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        try:
+            stream = pa.PythonFile(io.BufferedReader(_Range(f, cuts[k], cuts[k + 1]), 1 << 22), mode="r")
+            with pjson.open_json(stream, read_options=ropts, parse_options=popts) as reader:
+                for b in reader:
+                    try:
+                        b.validate(full=True)
+                    except pa.ArrowInvalid as e:
+                        part.error, part.utf8 = e, True
+                        return part
+                    if sorted(b.schema.names) != names:
+                        raise InputError(f"input file {f} has columns {b.schema.names}, unlike the first file's "
+                                         f"{source.schema.names}; give files of one schema")
+                    if ids is not None:
+                        part.ids.append((part.rows, b.column(ids.column)))
+                    if (k == 0 and part.rows < SAMPLE_HEAD_ROWS) or (k and not part.rows):
+                        part.samples.append(b.slice(0, SAMPLE_HEAD_ROWS - part.rows if k == 0 else SAMPLE_SLICE_ROWS))
+                    part.rows += b.num_rows
+        except (pa.ArrowException, OSError, InputError) as e:
+            part.error = e
+        return part
+
+    with ThreadPoolExecutor(len(cuts) - 1, thread_name_prefix="clair-preflight") as ex:
+        parts = list(ex.map(scan, range(len(cuts) - 1)))
+    at = base
+    for part in parts:
+        for off, arr in part.ids:
+            ids.add(f, at - base + off, arr)  # type: ignore[union-attr]
+        for b in part.samples:
+            for p in probes:
+                p.add(b)
+        if part.error is not None:
+            if isinstance(part.error, InputError):
+                raise part.error
+            found = bad_utf8(f) if part.utf8 else None
+            raise InputError(f"input file {f} cannot be read as {FORMATS[f.suffix.lower()]}: {found}" if found
+                             else read_error(f, part.error, at - base + part.rows, schema)) from None
+        at += part.rows
+    return at
 
 
 # ---------------------------------------------------------------- ids

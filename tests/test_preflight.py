@@ -18,6 +18,7 @@ import pytest
 import yaml
 from helpers import assert_exactly_once, clair, make_input, read_ids, write_config
 
+import engine.preflight
 from engine.core.config import from_dict
 from engine.core.errors import InputError
 from engine.preflight import preflight
@@ -242,6 +243,17 @@ def test_whitespace_only_task_or_answer_is_invalid_input_never_sent(tmp_path: Pa
 # ---------------------------------------------------------------------------- scanners (unit)
 
 
+@pytest.fixture(params=["sequential", "parallel"])
+def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """JSON-lines files scanned by the run's own reader, or in parallel byte ranges (forced on small files)."""
+    if request.param == "parallel":
+        monkeypatch.setattr(engine.preflight, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(engine.preflight, "RANGE_MIN_BYTES", 64)
+        monkeypatch.setattr(engine.preflight, "SCAN_BLOCK_BYTES", 4096)
+        monkeypatch.setattr(engine.preflight.os, "cpu_count", lambda: 4)
+    return str(request.param)
+
+
 def ids_parquet(path: Path, ids: list[Any], row_group_size: int = 100) -> Path:
     n = len(ids)
     pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "prompt": pa.array([f"t{i}" for i in range(n)], pa.string()),
@@ -281,7 +293,7 @@ def test_parquet_null_id_at_row_3(tmp_path: Path) -> None:
         check(ids_parquet(tmp_path / "in.parquet", ids, row_group_size=2), id_column="id")
 
 
-def test_string_ids_duplicate_across_files(tmp_path: Path) -> None:
+def test_string_ids_duplicate_across_files(tmp_path: Path, scan_mode: str) -> None:
     write_jsonl_rows(tmp_path / "a.jsonl", [{"k": f"r{i}", "prompt": "p", "s": "a"} for i in range(5)])
     write_jsonl_rows(tmp_path / "b.jsonl", [{"k": f"q{i}", "prompt": "p", "s": "a"} for i in range(3)] +
                      [{"k": "r3", "prompt": "p", "s": "a"}])
@@ -289,7 +301,7 @@ def test_string_ids_duplicate_across_files(tmp_path: Path) -> None:
         check(tmp_path, id_column="k")
 
 
-def test_jsonl_bad_byte_at_line_n(tmp_path: Path) -> None:
+def test_jsonl_bad_byte_at_line_n(tmp_path: Path, scan_mode: str) -> None:
     p = tmp_path / "in.jsonl"
     body = [b'{"prompt": "t%d", "s": "a"}\n' % i for i in range(40)]
     body[26] = b'{"prompt": "t26", "s": "na\xefve"}\n'
@@ -299,28 +311,28 @@ def test_jsonl_bad_byte_at_line_n(tmp_path: Path) -> None:
         check(p)
 
 
-def test_jsonl_bad_byte_in_a_column_not_used(tmp_path: Path) -> None:
+def test_jsonl_bad_byte_in_a_column_not_used(tmp_path: Path, scan_mode: str) -> None:
     p = tmp_path / "in.jsonl"
     p.write_bytes(b'{"prompt": "t", "s": "a", "note": "ok"}\n{"prompt": "t", "s": "a", "note": "\xe9"}\n')
     with pytest.raises(InputError, match=r"line 2 is not UTF-8"):
         check(p)
 
 
-def test_jsonl_truncated_last_line(tmp_path: Path) -> None:
+def test_jsonl_truncated_last_line(tmp_path: Path, scan_mode: str) -> None:
     p = tmp_path / "in.jsonl"
     p.write_bytes(b'{"prompt": "a", "s": "b"}\n' * 9 + b'{"prompt": "a", "s": "b')
     with pytest.raises(InputError, match=r"line 10 is cut off \(the file ends inside it\); complete or remove"):
         check(p)
 
 
-def test_jsonl_line_that_is_not_an_object(tmp_path: Path) -> None:
+def test_jsonl_line_that_is_not_an_object(tmp_path: Path, scan_mode: str) -> None:
     p = tmp_path / "in.jsonl"
     p.write_bytes(b'{"prompt": "a", "s": "b"}\n\n[1, 2]\n')
     with pytest.raises(InputError, match=r"line 3 holds a JSON array, not an object; make every line one JSON object"):
         check(p)
 
 
-def test_jsonl_type_change_after_the_first_block(tmp_path: Path) -> None:
+def test_jsonl_type_change_after_the_first_block(tmp_path: Path, scan_mode: str) -> None:
     # the JSON reader fixes column types on its first 4 MB: a key null there and text later stops a run mid-way
     p = tmp_path / "in.jsonl"
     pad = "x" * 1000
@@ -405,3 +417,26 @@ def test_whitespace_only_text_comes_out_as_none(tmp_path: Path) -> None:
                                                  {"prompt": " t ", "s": ""}])
     (b,) = list(Source(path=str(p), student_solution="s").batches())
     assert (b.tasks, b.solutions) == ([None, "t", " t "], ["a", None, ""])
+
+
+def test_jsonl_ranges_report_the_first_problem_in_file_order(tmp_path: Path, scan_mode: str) -> None:
+    p = tmp_path / "in.jsonl"
+    body = [b'{"id": %d, "prompt": "t", "s": "a"}\n' % i for i in range(3000)]
+    body[2500] = b'{"id": 7, "prompt": "t", "s": "a"}\n'
+    p.write_bytes(b"".join(body))
+    with pytest.raises(InputError, match=r"duplicate value 7 at line 2501 of .*in\.jsonl \(first at line 8 of"):
+        check(p, id_column="id")
+    body[2900] = b'{"id": null, "prompt": "t", "s": "a"}\n'
+    body[1200] = b'{"id": 1200, "prompt": "t", "s": "a"\n'
+    p.write_bytes(b"".join(body))
+    with pytest.raises(InputError, match=r"line 1201 is not valid JSON"):
+        check(p, id_column="id")
+    body[1200] = b'{"id": 1200, "prompt": "t", "s": "a"}\n'
+    p.write_bytes(b"".join(body))
+    with pytest.raises(InputError, match=r"'id' is null at line 2901 of"):
+        check(p, id_column="id")
+    body[2900] = b'{"id": 2900, "prompt": "t", "s": "a"}\n'
+    body[2500] = b'{"id": 2500, "prompt": "t", "s": "a"}\n'
+    p.write_bytes(b"".join(body))
+    rep = check(p, id_column="id")
+    assert (rep.rows, rep.ids_checked, rep.lines_checked) == (3000, True, True)

@@ -440,3 +440,17 @@ def test_jsonl_ranges_report_the_first_problem_in_file_order(tmp_path: Path, sca
     p.write_bytes(b"".join(body))
     rep = check(p, id_column="id")
     assert (rep.rows, rep.ids_checked, rep.lines_checked) == (3000, True, True)
+
+
+def test_file_changed_under_the_run_is_an_input_error_naming_the_line(tmp_path: Path) -> None:
+    # the check passed; then the file is rewritten (a download still being written, an edit) before the run
+    # reaches it: the streaming source names the file and the line instead of raising the reader's error
+    p = write_jsonl_rows(tmp_path / "in.jsonl", [{"prompt": f"t{i}", "s": "a"} for i in range(20)])
+    src = Source(path=str(p), student_solution="s", batch_rows=5)
+    assert check(p).rows == 20
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(InputError, match=r"^input file .*in\.jsonl cannot be read as jsonl: line 20 is cut off"):
+        list(src.batches())
+    p.write_bytes(b'{"prompt": "t", "s": "a"}\n{"prompt": "t", "s": "\xff"}\n')
+    with pytest.raises(InputError, match=r"^input file .*in\.jsonl cannot be read as jsonl: line 2 is not UTF-8"):
+        list(src.batches())

@@ -80,6 +80,19 @@ class ColumnPath:
         if not (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
             raise InputError(f"{key} {self.text!r} gives {tp}, not text; point {key} at a string")
 
+    def trace(self, batch: pa.RecordBatch) -> list[pa.Array]:
+        """The values after the head column and after each step (``trace(b)[-1]`` is ``evaluate(b)``)."""
+        arr: pa.Array = batch.column(self.head)
+        out = [arr]
+        for step in self.steps:
+            arr = _list_index(arr, step) if isinstance(step, int) else pc.struct_field(arr, step)
+            out.append(arr)
+        return out
+
+    def text_of(self, steps: tuple[str | int, ...]) -> str:
+        """The path text of ``head`` followed by ``steps``."""
+        return self.head + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
+
     def evaluate(self, batch: pa.RecordBatch) -> pa.Array:
         arr: pa.Array = batch.column(self.head)
         for step in self.steps:
@@ -109,18 +122,27 @@ def _list_index(arr: pa.Array, k: int) -> pa.Array:
 # ---------------------------------------------------------------- files
 
 
-def resolve_files(path: str) -> list[Path]:
+def resolve_files(path: str, exclude: Path | None = None) -> list[Path]:
+    """The input files of ``input.path`` (a file, a folder or a glob), in sorted order.
+
+    ``exclude``: a run directory. A folder or glob never yields its files nor those of its archived copies
+    (``DIR.old-*``, see ``RunStore.open``): an output dir inside the input folder must not read the run's own
+    manifest or shards as input.
+    """
     p = Path(path)
+    listed = True
     if any(ch in path for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(path, recursive=True))
     elif p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
         files = [f for f in files if f.suffix.lower() in FORMATS]
     elif p.exists():
-        files = [p]
+        files, listed = [p], False
     else:
         raise InputError(f"input.path {path} does not exist; point input.path at a file, folder or glob")
     files = [f for f in files if f.is_file()]
+    if listed and exclude is not None:
+        files = [f for f in files if not _in_run_dir(f, exclude)]
     if not files:
         raise InputError(f"input.path {path} matches no input files (.parquet/.jsonl/.json/.csv/.arrow)")
     exts = {f.suffix.lower() for f in files}
@@ -132,46 +154,80 @@ def resolve_files(path: str) -> list[Path]:
     return files
 
 
+def _in_run_dir(f: Path, run_dir: Path) -> bool:
+    run = run_dir.resolve()
+    for parent in f.resolve().parents:
+        if parent == run or (parent.parent == run.parent and parent.name.startswith(f"{run.name}.old-")):
+            return True
+    return False
+
+
 def _json_is_array(f: Path) -> bool:
     with f.open("rb") as fh:
         head = fh.read(4096).lstrip()
     return head.startswith(b"[")
 
 
-def _file_batches(f: Path, batch_rows: int, text_columns: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
-    """``text_columns``: CSV columns to read as strings whatever they look like (a CSV has no types)."""
+def file_batches(f: Path, batch_rows: int, text_columns: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
+    """One input file's record batches, read the way a run reads them (streamed).
+
+    ``text_columns``: CSV columns to read as strings whatever they look like (a CSV has no types).
+    Any read error becomes an :class:`InputError` naming the file and, for text files, the line and the fix.
+    """
     fmt = FORMATS[f.suffix.lower()]
+    rows = 0  # rows yielded so far: a text reader's error lies in the block after them
+    schema: pa.Schema | None = None  # the types a streaming text reader fixed on its first block
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            yield from pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows)
+            for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch_rows):
+                rows += b.num_rows
+                yield b
         elif fmt == "csv":
             import pyarrow.csv as pcsv
 
-            reader = pcsv.open_csv(
+            creader = pcsv.open_csv(
                 f,
                 read_options=pcsv.ReadOptions(block_size=1 << 22),
                 convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in text_columns}),
             )
-            for b in reader:
-                yield from _rebatch(b, batch_rows)
+            schema = creader.schema
+            for b in creader:
+                for s in _rebatch(b, batch_rows):
+                    rows += s.num_rows
+                    yield s
         elif fmt == "json" and _json_is_array(f):
-            rows = orjson.loads(f.read_bytes())
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            try:
+                rows_ = orjson.loads(f.read_bytes())
+            except orjson.JSONDecodeError as e:
+                raise InputError(
+                    f"input file {f} cannot be read as json: line {e.lineno} column {e.colno}: "
+                    f"{e.msg.split(': line')[0]}; fix the file (a JSON array of objects, or one object per line)"
+                ) from None
+            if not isinstance(rows_, list):
                 raise InputError(f"input file {f} must hold a JSON array of objects or JSON lines")
-            if rows:
+            bad = next((i for i, r in enumerate(rows_) if not isinstance(r, dict)), None)
+            if bad is not None:
+                raise InputError(
+                    f"input file {f} must hold a JSON array of objects or JSON lines: element {bad + 1} of the "
+                    f"array is a {_json_kind(rows_[bad])}; make every element an object"
+                )
+            if rows_:
                 # one schema inferred from all rows (from_pylist per slice takes the keys of its first row:
                 # columns would go missing or change order from one batch to the next)
-                whole = pa.RecordBatch.from_struct_array(pa.array(rows))
-                del rows
+                whole = pa.RecordBatch.from_struct_array(pa.array(rows_))
+                del rows_
                 yield from _rebatch(whole, batch_rows)
         elif fmt in ("json", "jsonl"):
             import pyarrow.json as pjson
 
-            reader = pjson.open_json(f, read_options=pjson.ReadOptions(block_size=1 << 22))
-            for b in reader:
-                yield from _rebatch(b, batch_rows)
+            jreader = pjson.open_json(f, read_options=pjson.ReadOptions(block_size=1 << 22))
+            schema = jreader.schema
+            for b in jreader:
+                for s in _rebatch(b, batch_rows):
+                    rows += s.num_rows
+                    yield s
         else:
             import pyarrow.ipc as ipc
 
@@ -186,8 +242,190 @@ def _file_batches(f: Path, batch_rows: int, text_columns: tuple[str, ...] = ()) 
     except InputError:
         raise
     except (pa.ArrowException, OSError, orjson.JSONDecodeError, ValueError) as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise InputError(f"input file {f} cannot be read as {fmt} ({msg}); check the file") from None
+        raise InputError(read_error(f, e, rows, schema)) from None
+
+
+def read_error(f: Path, e: BaseException, rows: int = 0, schema: pa.Schema | None = None) -> str:
+    """The one-line message for a file that cannot be read: for a text file, the first bad line and its fix
+    (found by a scan of the file: on the error path only); else the reader's own words."""
+    fmt = FORMATS[f.suffix.lower()]
+    if fmt in ("jsonl", "json", "csv") and not isinstance(e, OSError | UnicodeDecodeError):
+        try:
+            found = locate_text_problem(f, start_row=rows, schema=schema)
+        except OSError:
+            found = None
+        if found is not None:
+            return f"input file {f} cannot be read as {fmt}: {found}"
+    if isinstance(e, UnicodeDecodeError):
+        found = bad_utf8(f)
+        if found is not None:
+            return f"input file {f} cannot be read as {fmt}: {found}"
+    msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    after = f" after row {rows}" if rows else ""
+    return f"input file {f} cannot be read as {fmt} ({msg}){after}; check the file"
+
+
+def _json_kind(v: Any) -> str:
+    if isinstance(v, list):
+        return "JSON array"
+    if isinstance(v, str):
+        return "JSON string"
+    if isinstance(v, bool):
+        return "JSON boolean"
+    if isinstance(v, int | float):
+        return "JSON number"
+    return "JSON null" if v is None else "JSON value"
+
+
+# ---------------------------------------------------------------- finding a bad line (error path only)
+
+_UTF8_FIX = "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+_CSV_NULLS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"})
+
+
+def bad_utf8(f: Path) -> str | None:
+    """``line N is not UTF-8 (...); fix`` for the first invalid UTF-8 byte of ``f``, or None."""
+    line = 1
+    rest = b""
+    with f.open("rb") as fh:
+        while True:
+            blk = fh.read(1 << 24)
+            data = rest + blk if rest else blk
+            cut = len(data) if not blk else data.rfind(b"\n") + 1
+            part, rest = data[:cut], data[cut:]
+            try:
+                part.decode("utf-8")
+            except UnicodeDecodeError as e:
+                before = part.rfind(b"\n", 0, e.start)
+                n = line + part.count(b"\n", 0, e.start)
+                return (f"line {n} is not UTF-8 (byte 0x{part[e.start]:02x} at column {e.start - before}); "
+                        f"{_UTF8_FIX}")
+            line += part.count(b"\n")
+            if not blk:
+                return None
+
+
+def locate_text_problem(f: Path, *, start_row: int = 0, schema: pa.Schema | None = None) -> str | None:
+    """The first line of a JSON-lines or CSV file that a run cannot read, as ``line N ...; fix``, or None.
+
+    Checks every line for UTF-8 and syntax (a JSON object per line; CSV rows with the header's field count);
+    rows from ``start_row`` on (the block a streaming reader failed in) are also checked against ``schema``,
+    the column types the reader fixed on its first block.
+    """
+    if FORMATS[f.suffix.lower()] == "csv":
+        return _locate_csv(f, start_row, schema)
+    if _json_is_array(f):
+        return None
+    import io
+
+    import pyarrow.json as pjson
+
+    opts = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") if schema else None
+    row = 0
+    with f.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue  # the JSON reader skips blank lines
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as u:
+                    return f"line {n} is not UTF-8 (byte 0x{raw[u.start]:02x} at column {u.start + 1}); {_UTF8_FIX}"
+                if not raw.endswith(b"\n"):
+                    return f"line {n} is cut off (the file ends inside it); complete or remove that line"
+                return f"line {n} is not valid JSON ({e.msg.split(': line')[0]}); fix or remove that line"
+            if not isinstance(obj, dict):
+                return f"line {n} holds a {_json_kind(obj)}, not an object; make every line one JSON object"
+            if opts is not None and row >= start_row:
+                try:
+                    pjson.read_json(io.BytesIO(raw), parse_options=opts,
+                                    read_options=pjson.ReadOptions(use_threads=False))
+                except pa.ArrowInvalid as e:
+                    why = str(e).splitlines()[0].removeprefix("JSON parse error: ")[:160]
+                    return (f"line {n} does not fit the column types of the lines before it ({why}); give each "
+                            "key one type in every line (\"\" rather than null for text, no new keys after the "
+                            "first 4 MB) or convert the file to Parquet")
+            row += 1
+    return None
+
+
+def _locate_csv(f: Path, start_row: int, schema: pa.Schema | None) -> str | None:
+    import csv
+
+    found = bad_utf8(f)
+    if found is not None:
+        return found
+    with f.open("r", encoding="utf-8", newline="") as fh:
+        rd = csv.reader(fh)
+        header = next(rd, None)
+        if header is None:
+            return None
+        typed = [(j, name, schema.field(name).type) for j, name in enumerate(header)
+                 if schema is not None and name in schema.names]
+        typed = [(j, name, t) for j, name, t in typed if pa.types.is_integer(t) or pa.types.is_floating(t)]
+        row = 0
+        for fields in rd:
+            if not fields:
+                continue  # the CSV reader skips empty lines
+            if len(fields) != len(header):
+                return (f"line {rd.line_num} has {len(fields)} fields, the header has {len(header)}; quote fields "
+                        "that hold commas or line breaks, or fix that line")
+            if row >= start_row:
+                for j, name, t in typed:
+                    v = fields[j]
+                    if v not in _CSV_NULLS and not _parses(v, int if pa.types.is_integer(t) else float):
+                        return (f"line {rd.line_num}: column {name!r} holds {v[:40]!r}, not a number like the rows "
+                                "before it; fix that value")
+            row += 1
+    return None
+
+
+def _parses(v: str, tp: type) -> bool:
+    try:
+        tp(v)
+    except ValueError:
+        return False
+    return True
+
+
+def row_location(f: Path | None, row: int, dataset: str | None = None) -> str:
+    """Where row ``row`` (0-based, within file ``f``) is, for a message: ``row 3 of F`` (Parquet, Arrow),
+    ``line 3 of F`` (JSON lines, CSV: counts blank lines and a CSV header; error path only: it scans the file),
+    ``element 3 of F`` (a JSON array)."""
+    if f is None:
+        return f"row {row + 1} of input.dataset {dataset}"
+    fmt = FORMATS[f.suffix.lower()]
+    if fmt in ("parquet", "arrow"):
+        return f"row {row + 1} of {f}"
+    if fmt == "json" and _json_is_array(f):
+        return f"element {row + 1} of {f}"
+    try:
+        if fmt == "csv":
+            import csv
+
+            with f.open("r", encoding="utf-8", newline="") as fh:
+                rd = csv.reader(fh)
+                next(rd, None)
+                i = 0
+                for fields in rd:
+                    if fields:
+                        if i == row:
+                            return f"line {rd.line_num} of {f}"
+                        i += 1
+        else:
+            with f.open("rb") as fh:
+                i = 0
+                for n, raw in enumerate(fh, 1):
+                    if raw.strip():
+                        if i == row:
+                            return f"line {n} of {f}"
+                        i += 1
+    except (OSError, UnicodeDecodeError):
+        pass
+    return f"row {row + 1} of {f}"
 
 
 @dataclass(frozen=True)
@@ -263,7 +501,9 @@ class Source:
         limit: int | None = None,
         batch_rows: int = 1024,
         keep_input_columns: bool = True,
+        exclude: Path | None = None,
     ):
+        """``exclude``: the run directory, never read as input (see :func:`resolve_files`)."""
         self.path, self.dataset, self.name, self.split, self.revision = path, dataset, name, split, revision
         self.task_path = ColumnPath.parse(task, "input.columns.task")
         self.sol_path = ColumnPath.parse(student_solution, "input.columns.student_solution")
@@ -271,7 +511,7 @@ class Source:
         self.keep_input_columns = keep_input_columns
         #: the task / solution columns: read as text from CSV even when they look like numbers
         self._text_columns = (self.task_path.head, self.sol_path.head)
-        self.files = resolve_files(path) if path is not None else []
+        self.files = resolve_files(path, exclude) if path is not None else []
         self.schema = self._first_schema()
         self.task_path.check(self.schema, "input.columns.task")
         self.sol_path.check(self.schema, "input.columns.student_solution")
@@ -314,7 +554,7 @@ class Source:
 
     def _first_schema(self) -> pa.Schema:
         if self.files:
-            for b in _file_batches(self.files[0], 16, self._text_columns):
+            for b in file_batches(self.files[0], 16, self._text_columns):
                 return b.schema
             f0 = self.files[0]
             if FORMATS[f0.suffix.lower()] == "parquet":
@@ -351,17 +591,26 @@ class Source:
     def raw_batches(self, done: DoneSet | None = None) -> Iterator[pa.RecordBatch | _Skip]:
         """Record batches in scan order. With ``done`` (ordinal ids only), a Parquet row group whose rows
         are all done is not read at all: a ``_Skip`` stands for it (fast resume of big runs)."""
+        for _, _, b in self.located_batches(done):
+            yield b
+
+    def located_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
+        """``raw_batches`` with where each batch comes from: (file or None for a hub dataset, the 0-based row of
+        the file the batch starts at, batch)."""
         if self.files:
             ordinal = 0
             for f in self.files:
                 if done is not None and FORMATS[f.suffix.lower()] == "parquet":
                     batches: Iterator[pa.RecordBatch | _Skip] = _parquet_skipping(f, self.batch_rows, done, ordinal)
                 else:
-                    batches = _file_batches(f, self.batch_rows, self._text_columns)
+                    batches = file_batches(f, self.batch_rows, self._text_columns)
+                row = 0
                 for b in batches:
                     ordinal += b.num_rows
+                    at = row
+                    row += b.num_rows
                     if isinstance(b, _Skip):
-                        yield b
+                        yield f, at, b
                         continue
                     if b.schema.names != self.schema.names and sorted(b.schema.names) == sorted(self.schema.names):
                         b = b.select(self.schema.names)  # e.g. JSON files whose keys come in another order
@@ -370,16 +619,22 @@ class Source:
                             f"input file {f} has columns {b.schema.names}, unlike the first file's "
                             f"{self.schema.names}; give files of one schema"
                         )
-                    yield b
+                    yield f, at, b
         else:
-            yield from self._hub_batches(self.batch_rows)
+            row = 0
+            for b in self._hub_batches(self.batch_rows):
+                yield None, row, b
+                row += b.num_rows
 
     def batches(self, done: DoneSet | None = None) -> Iterator[Prepared]:
-        """Prepared rows in scan order, skipping rows in ``done``; stops after ``limit`` input rows."""
+        """Prepared rows in scan order, skipping rows in ``done``; stops after ``limit`` input rows.
+
+        A task or student solution that is only whitespace comes out as None: like a null or empty one, the
+        row is invalid input (recorded, never sent)."""
         ordinal = 0
         seen: set[Any] | None = set() if self.id_column is not None else None
         skip_with = done if done is not None and len(done) and self.id_column is None else None
-        for b in self._limited_batches(skip_with):
+        for f, at, b in self._limited_batches(skip_with):
             n = b.num_rows
             if isinstance(b, _Skip):
                 ordinal += n
@@ -389,18 +644,17 @@ class Source:
             else:
                 ids_arr = b.column(self.id_column)
                 if ids_arr.null_count:
-                    raise InputError(f"input.id_column {self.id_column!r} has a null value near row {ordinal}")
+                    first = int(np.flatnonzero(~ids_arr.is_valid().to_numpy(zero_copy_only=False))[0])
+                    raise InputError(null_id_message(self.id_column, row_location(f, at + first, self.dataset)))
                 if pa.types.is_integer(ids_arr.type):
                     ids_arr = ids_arr.cast(pa.int64())
                 # before the done-skip: a duplicate of a done row (e.g. after raising input.limit) must not
                 # vanish silently
                 assert seen is not None
-                for rid in ids_arr.to_pylist():
+                for i, rid in enumerate(ids_arr.to_pylist()):
                     if rid in seen:
-                        raise InputError(
-                            f"input.id_column {self.id_column!r} has a duplicate value {rid!r}; "
-                            "use a unique column or remove id_column to use row ordinals"
-                        )
+                        raise InputError(duplicate_id_message(
+                            self.id_column, rid, row_location(f, at + i, self.dataset), None))
                     seen.add(rid)
             ordinal += n
             if done is not None and len(done):
@@ -411,34 +665,40 @@ class Source:
                     ids_arr = ids_arr.filter(mask)
             if b.num_rows == 0:
                 continue
-            row_ids = ids_arr.to_pylist()
-            tasks = self.task_path.evaluate(b).to_pylist()
-            sols = self.sol_path.evaluate(b).to_pylist()
-            extras = None
-            if self.kept:
-                cols = {}
-                for iname, oname, t in self.kept:
-                    col = b.column(iname)
-                    if col.type != t:
-                        col = _to_text(col) if t == pa.string() else col.cast(t)
-                    cols[oname] = col
-                extras = pa.RecordBatch.from_pydict(cols).to_pylist()
+            try:
+                row_ids = ids_arr.to_pylist()
+                tasks = blank_to_null(self.task_path.evaluate(b)).to_pylist()
+                sols = blank_to_null(self.sol_path.evaluate(b)).to_pylist()
+                extras = None
+                if self.kept:
+                    cols = {}
+                    for iname, oname, t in self.kept:
+                        col = b.column(iname)
+                        if col.type != t:
+                            col = _to_text(col) if t == pa.string() else col.cast(t)
+                        cols[oname] = col
+                    extras = pa.RecordBatch.from_pydict(cols).to_pylist()
+            except (UnicodeDecodeError, pa.ArrowInvalid) as e:  # text a JSON reader passed through unchecked
+                if f is None:
+                    raise InputError(f"input.dataset {self.dataset} has text that is not UTF-8 after row {at}; "
+                                     "fix the dataset") from None
+                raise InputError(read_error(f, e, at)) from None
             yield Prepared(row_ids, tasks, sols, extras)
 
-    def _limited_batches(self, done: DoneSet | None = None) -> Iterator[pa.RecordBatch | _Skip]:
-        """``raw_batches`` cut at ``limit`` rows; never reads a batch (or opens a file) past it."""
+    def _limited_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
+        """``located_batches`` cut at ``limit`` rows; never reads a batch (or opens a file) past it."""
         if self.limit is None:
-            yield from self.raw_batches(done)
+            yield from self.located_batches(done)
             return
         left = self.limit
         if left <= 0:
             return
-        for b in self.raw_batches(done):
+        for f, at, b in self.located_batches(done):
             if b.num_rows >= left:
-                yield _Skip(left) if isinstance(b, _Skip) else b.slice(0, left)
+                yield f, at, (_Skip(left) if isinstance(b, _Skip) else b.slice(0, left))
                 return
             left -= b.num_rows
-            yield b
+            yield f, at, b
 
     def count_rows(self) -> int | None:
         """Total rows the job covers (after limit), when cheap to know (Parquet metadata); else None."""
@@ -453,6 +713,32 @@ class Source:
             except (pa.ArrowException, OSError) as e:
                 raise InputError(f"input file {f} is not a readable Parquet file ({e}); check the file") from None
         return total if self.limit is None else min(total, self.limit)
+
+
+def blank_mask(arr: pa.Array) -> pa.Array:
+    """True where a text value is empty or only whitespace; null where it is null (Arrow kernels: no per-row
+    Python; ``utf8_is_space`` stops at the first other character)."""
+    return pc.or_(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+
+
+def blank_to_null(arr: pa.Array) -> pa.Array:
+    """``arr`` with its whitespace-only values made null (empty ones already count as invalid input)."""
+    blank = pc.utf8_is_space(arr)
+    if not pc.any(blank).as_py():
+        return arr
+    return pc.if_else(blank, pa.scalar(None, arr.type), arr)
+
+
+ID_FIX = "remove input.id_column to number rows by position"
+
+
+def null_id_message(column: str, where: str) -> str:
+    return f"input.id_column {column!r} is null at {where}; give every row an id, or {ID_FIX}"
+
+
+def duplicate_id_message(column: str, value: Any, where: str, first: str | None) -> str:
+    also = f" (first at {first})" if first else " (also in an earlier row)"
+    return f"input.id_column {column!r} has a duplicate value {value!r} at {where}{also}; make the ids unique, or {ID_FIX}"
 
 
 def _to_text(col: pa.Array) -> pa.Array:

@@ -36,6 +36,7 @@ def open_source(cfg: JobConfig) -> Source:
         limit=i.limit,
         batch_rows=i.batch_rows,
         keep_input_columns=cfg.output.keep_input_columns,
+        exclude=cfg.run_dir,
     )
 
 

@@ -149,6 +149,8 @@ def test_defaults_of_a_minimal_config() -> None:
     assert cfg.input.columns.task == "prompt"
     assert cfg.input.columns.student_solution == "rejected[1].content"
     assert (cfg.input.split, cfg.input.limit, cfg.input.batch_rows, cfg.input.id_column) == ("train", None, 1024, None)
+    assert cfg.input.precheck is True
+    assert from_dict(with_(input={"path": "in.parquet", "precheck": False})).input.precheck is False
     assert cfg.prompt.variant == "distilabel" and cfg.prompt.template_file is None
     assert cfg.generation == {"temperature": 0.7, "max_tokens": 4096}  # CLAIR's reference sampling
     assert cfg.output.keep_input_columns is True
@@ -239,6 +241,7 @@ def test_unknown_keys_of_mixed_types_do_not_crash() -> None:
         ("input", {"limit": 1.5}, r"input\.limit must be an integer, got 1\.5"),
         ("input", {"batch_rows": True}, r"input\.batch_rows must be an integer, got True"),
         ("input", {"path": ["a", "b"]}, r"input\.path must be a string, got \['a', 'b'\]"),
+        ("input", {"precheck": "no"}, r"input\.precheck must be true or false, got 'no'"),
         ("input", {"columns": "prompt"}, r"input\.columns must be a mapping \(key: value\), got str"),
         ("output", {"keep_input_columns": "yes"}, r"output\.keep_input_columns must be true or false, got 'yes'"),
         ("output", {"rows_per_shard": None}, r"output\.rows_per_shard must be an integer, got None"),

@@ -485,8 +485,9 @@ def test_duplicate_ids(tmp_path: Path) -> None:
     data = rows(5)
     data[3]["uid"] = data[1]["uid"]
     src = Source(path=str(write_jsonl(tmp_path / "in.jsonl", data)), id_column="uid", batch_rows=2)
-    with pytest.raises(InputError, match=r"^input\.id_column 'uid' has a duplicate value 1001; use a unique column or "
-                                         r"remove id_column to use row ordinals$"):
+    with pytest.raises(InputError, match=r"^input\.id_column 'uid' has a duplicate value 1001 at line 4 of .*in\.jsonl "
+                                         r"\(also in an earlier row\); make the ids unique, or remove "
+                                         r"input\.id_column to number rows by position$"):
         collect(src)
 
 
@@ -510,7 +511,8 @@ def test_null_id(tmp_path: Path) -> None:
     data = rows(4)
     data[2]["uid"] = None
     src = Source(path=str(write_jsonl(tmp_path / "in.jsonl", data)), id_column="uid", batch_rows=2)
-    with pytest.raises(InputError, match=r"^input\.id_column 'uid' has a null value near row 2$"):
+    with pytest.raises(InputError, match=r"^input\.id_column 'uid' is null at line 3 of .*in\.jsonl; give every row "
+                                         r"an id, or remove input\.id_column to number rows by position$"):
         collect(src)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from engine.core.config import EndpointConfig, JobConfig
 from engine.core.errors import ConfigError, RunStateError
 from engine.core.types import Message
+from engine.preflight import preflight
 from engine.prompts import estimate_tokens, render
 from engine.stages import load_prompt, open_source
 from engine.store import read_manifest
@@ -221,6 +222,8 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
     # the dry run needs only task and student_solution: do not build the kept-columns dicts
     lean = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, keep_input_columns=False))
     source = open_source(lean)
+    if cfg.input.precheck:
+        preflight(source)  # a dry run is how a config is tested: the same check as a run
     if counter is None:
         counter = make_counter(cfg.endpoints[0].model if cfg.endpoints else None)
     rows = requests = total = 0

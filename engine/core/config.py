@@ -78,6 +78,8 @@ class InputConfig:
     id_column: str | None = None
     limit: int | None = None
     batch_rows: int = 1024
+    #: the pre-flight check of the input before the first request (engine/preflight.py); false skips it
+    precheck: bool = True
 
     def check(self) -> None:
         if (self.path is None) == (self.dataset is None):

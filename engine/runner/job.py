@@ -24,11 +24,13 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
+from engine.core.errors import InputError
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
+from engine.preflight import preflight
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
@@ -75,6 +77,8 @@ class Job:
         cfg = self.cfg
         self.template = load_prompt(cfg)
         self.source = open_source(cfg)
+        if cfg.input.precheck:
+            preflight(self.source)  # before the run directory is touched: a corrected input is not refused
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,
@@ -157,7 +161,9 @@ class Job:
             await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if pool.stopping:
                 produce.cancel()
-                cancelled = await pool.drain(self.cfg.run.grace_period_s if self.interrupted else 0.0)
+                # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
+                grace = self.interrupted is not None or isinstance(pool.fatal, InputError)
+                cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
                 serving.cancel()

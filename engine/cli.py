@@ -224,7 +224,8 @@ def _print_summary(rep: dict[str, Any]) -> None:
     lat = rep["latency"]
     p50 = f"{lat['p50_s']:.2f}s" if lat.get("p50_s") is not None else "-"
     p99 = f"{lat['p99_s']:.2f}s" if lat.get("p99_s") is not None else "-"
-    print(f"this session: {rep['requests']} requests, {rep['retries']} retries, {rep['rows_per_s']:.1f} rows/s, "
+    reused = f"{rep['rows_reused']} answers reused from earlier runs (no request), " if rep.get("rows_reused") else ""
+    print(f"this session: {rep['requests']} requests, {reused}{rep['retries']} retries, {rep['rows_per_s']:.1f} rows/s, "
           f"{rep['output_tokens_per_s']:.0f} output tokens/s, latency p50 {p50} p99 {p99}, {rep['wall_s']:.1f}s")
     if rep.get("cost_usd") is not None:
         print(f"estimated cost: ${rep['cost_usd']:.2f}")

@@ -94,8 +94,13 @@ class Endpoint:
         self.expected_completion = expected_completion_tokens
         self._prefix = orjson.dumps({"model": model, **generation})[:-1] + b',"messages":'
 
+    @property
+    def prefix(self) -> bytes:
+        """The body's bytes before the messages: what, besides the messages, makes the request (its key)."""
+        return self._prefix
+
     def body(self, item: WorkItem) -> bytes:
-        return self._prefix + orjson.dumps(item.messages) + b"}"
+        return self._prefix + (item.messages_json or orjson.dumps(item.messages)) + b"}"
 
     def cost(self, item: WorkItem) -> float:
         return float(item.prompt_tokens_est + self.expected_completion)

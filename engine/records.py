@@ -16,6 +16,7 @@ failure row. The minimality columns are computed at compaction, for whole chunks
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,6 +71,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("raw_output", pa.string()),
     Column("reasoning_content", pa.string()),
     Column("parser_version", pa.string()),
+    Column("request_key", pa.string()),
+    Column("reused_from", pa.string()),
     Column("jaccard", pa.float64(), "data"),
     Column("levenshtein", pa.int64(), "data"),
     Column("length_ratio", pa.float64(), "data"),
@@ -125,6 +128,14 @@ def is_truncated(finish_reason: str | None, completion_tokens: int | None, max_t
     return finish_reason == "length" or (completion_tokens is not None and completion_tokens >= max_tokens)
 
 
+def request_key(body_prefix: bytes, messages_json: bytes) -> str:
+    """The content key of a request: a hash of its body (model, generation parameters, messages). The same
+    request has the same key in every run, so a stored answer can be found instead of bought again."""
+    h = hashlib.blake2b(body_prefix, digest_size=16)
+    h.update(messages_json)
+    return h.hexdigest()
+
+
 def _base(item: WorkItem, model: str | None, endpoint: str | None) -> dict[str, Any]:
     rec = dict(item.extra) if item.extra else {}
     rec.update(
@@ -135,6 +146,7 @@ def _base(item: WorkItem, model: str | None, endpoint: str | None) -> dict[str, 
         endpoint=endpoint,
         attempts=item.attempts,
         parser_version=PARSER_VERSION,
+        request_key=item.request_key,
     )
     return rec
 

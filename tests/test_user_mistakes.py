@@ -197,3 +197,19 @@ def test_the_readme_dry_run_of_the_openai_example_works_as_written() -> None:
     r = clair("run", "configs/example-openai.yaml", "--dry-run", env={"CLAIR_TOKENIZER": "estimate"})
     assert r.returncode == 0, r.stderr
     assert "240" in r.stdout and "cost" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_run_that_sent_nothing_is_not_a_finished_job(tmp_path: Path, mock: MockProcess) -> None:
+    """A wrong mapping (pre-flight off) records every row as invalid_input without a request: exit 3, and
+    the corrected config then runs without --new-run (nothing was paid, nothing to mix)."""
+    inp = make_input(tmp_path, 30)
+    bad = write_config(tmp_path, mock.url, inp, input={"path": str(inp), "precheck": False,
+                                                       "columns": {"student_solution": "rejected[5].content"}})
+    before = mock.stats()["requests"]
+    r = clair("run", str(bad))
+    assert r.returncode == 3 and "invalid_input 30" in r.stderr and mock.stats()["requests"] == before
+    good = write_config(tmp_path, mock.url, inp)
+    r = clair("run", str(good))
+    assert r.returncode == 0, r.stderr
+    assert "holds no answer yet" in r.stderr
+    assert_exactly_once(tmp_path / "run", 30)

@@ -81,6 +81,8 @@ def format_status(i: dict[str, Any]) -> str:
             f"last session: {r.get('requests', 0)} requests, {r.get('prompt_tokens', 0)} tokens in, "
             f"{r.get('completion_tokens', 0)} out"
         )
+        if r.get("rows_reused"):
+            lines.append(f"last session reused {r['rows_reused']} stored answers of earlier runs (no request)")
         if r.get("cost_usd") is not None:
             lines.append(f"estimated cost of last session: ${r['cost_usd']:.2f}")
     return "\n".join(lines)

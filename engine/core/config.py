@@ -181,6 +181,10 @@ class RunConfig:
     breaker_open_s: float = 10.0
     progress: str = "auto"  # auto | rich | plain | off
     progress_interval_s: float = 10.0  # plain progress line period
+    #: earlier run directories whose stored answers are taken instead of sending the same request again
+    reuse_from: tuple[str, ...] = ()
+    #: also reuse the answers of this output dir's archived runs (DIR.old-*, made by --new-run)
+    reuse_archived: bool = True
 
     def check(self) -> None:
         if self.grace_period_s < 0:
@@ -261,10 +265,18 @@ class JobConfig:
         return self.resolve(self.output.dir)
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = _lists(dataclasses.asdict(self))
         d.pop("base_dir", None)
-        d["endpoints"] = [dict(e) for e in d["endpoints"]]
         return redact_secrets(d) if redact else d
+
+
+def _lists(obj: Any) -> Any:
+    """Tuples as lists, all the way down (the YAML / JSON shape a config is read from)."""
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_lists(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------------------- building

@@ -71,6 +71,10 @@ class WorkItem:
     attempts: int = 0
     first_sent: float | None = None  # loop time of the first attempt
     last_error: str | None = None
+    #: the messages as JSON (serialized once; request bodies are built from it)
+    messages_json: bytes = b""
+    #: the content key of the request (``records.request_key``): the same request in any run has the same key
+    request_key: str | None = None
 
 
 class Transport(Protocol):

@@ -85,6 +85,7 @@ class RunCounters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency: Histogram = field(default_factory=Histogram)  # per row, first send → final answer
+    rows_reused: int = 0  # rows that took a stored answer instead of a request
 
     @property
     def rows_finished(self) -> int:

@@ -36,7 +36,7 @@ from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
 from engine.runner.startup import make_endpoints, startup_check
 from engine.stages import load_prompt, make_fingerprint, open_source
-from engine.store import RunStore, StoreWriter
+from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs
 
 log = logging.getLogger("clair")
 
@@ -124,10 +124,12 @@ class Job:
                                    fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
         # rows ready to go while a full window is in flight
         window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
-        recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens)
+        prefix = self.endpoints[0].prefix
+        recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
+                            key_prefix=prefix)
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done)
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known)
+                            total_known=self.total_known, key_prefix=prefix, reuse=self._reuse_index())
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -144,6 +146,14 @@ class Job:
                 self.on_progress(self.snapshot())  # the final counts, for the reporter's last line
         if pool.fatal is not None:
             raise pool.fatal
+
+    def _reuse_index(self) -> ReuseIndex | None:
+        """Stored answers of earlier runs to take instead of new requests: this output dir's archives
+        (``run.reuse_archived``) and ``run.reuse_from``."""
+        run = self.cfg.run
+        dirs = archive_dirs(self.run_dir) if run.reuse_archived else []
+        dirs += [self.cfg.resolve(d) for d in run.reuse_from]
+        return ReuseIndex.build(dirs, exclude=self.run_dir) if dirs else None
 
     async def _guard(self, stage: Awaitable[None]) -> None:
         """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""

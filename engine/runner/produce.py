@@ -10,26 +10,35 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from engine.core.types import WorkItem
 from engine.dispatch import Pool
 from engine.policy.metrics import RunCounters
 from engine.prompts import PromptTemplate, estimate_tokens, render
+from engine.records import request_key
 from engine.runner.record import Recorder
 from engine.source import DoneSet, Source
-from engine.store import StoreWriter
+from engine.store import ReuseIndex, StoreWriter
 
 
 class Producer:
     def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
-                 writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool):
+                 writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool,
+                 key_prefix: bytes, reuse: ReuseIndex | None = None):
         self.source, self.done, self.template = source, done, template
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
         #: the input's row count was known up front (Parquet metadata), not a hint from an earlier session
         self.total_known = total_known
+        #: request keys are made with this body prefix (the first endpoint's: model and generation)
+        self.key_prefix = key_prefix
+        #: answers of earlier runs, by request key (None: nothing to reuse)
+        self.reuse = reuse
 
     async def run(self) -> None:
         pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
+        prefix, reuse, dumps = self.key_prefix, self.reuse, orjson.dumps
         it = self.source.batches(self.done)
         seen_rows = self.counters.rows_done_before
         while not pool.stopping:
@@ -51,7 +60,16 @@ class Producer:
                     window.release()
                     continue
                 messages = render(template, task, sol)
-                pool.submit(WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra))
+                body = dumps(messages)
+                key = request_key(prefix, body)
+                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body,
+                                request_key=key)
+                stored = reuse.get(key) if reuse is not None else None
+                if stored is not None:
+                    self.recorder.reused(item, stored)
+                    window.release()
+                    continue
+                pool.submit(item)
         if not pool.stopping:
             if not self.total_known:  # JSONL, CSV, hub datasets: the total is known once read to the end
                 self.counters.rows_total = seen_rows

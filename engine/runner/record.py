@@ -17,17 +17,19 @@ from engine.core.errors import EndpointError
 from engine.core.types import Completion, Markers, WorkItem
 from engine.dispatch import Endpoint, Finished
 from engine.policy.metrics import RunCounters
-from engine.store import StoreWriter
+from engine.store import StoredAnswer, StoreWriter
 
 
 class Recorder:
     def __init__(self, writer: StoreWriter, counters: RunCounters, window: asyncio.Semaphore, *,
-                 markers: Markers, max_tokens: int):
+                 markers: Markers, max_tokens: int, key_prefix: bytes):
         self.writer = writer
         self.counters = counters
         self.window = window
         self.markers = markers
         self.max_tokens = max_tokens
+        #: the request-body prefix the producer's request keys were made with
+        self.key_prefix = key_prefix
 
     def on_done(self, batch: list[Finished]) -> None:
         """Record a batch of finished rows (one journal write), then free their places in the window."""
@@ -49,8 +51,18 @@ class Recorder:
         """A row with an empty task or answer: recorded as ``invalid_input``, never sent."""
         self.writer.append([self._count(records.invalid_input_record(item))])
 
+    def reused(self, item: WorkItem, answer: StoredAnswer) -> None:
+        """A row whose request was answered in an earlier run: that answer is recorded, nothing is sent."""
+        rec = records.completion_record(item, answer.completion, model=answer.model or "", endpoint=answer.endpoint or "",
+                                        markers=self.markers, max_tokens=self.max_tokens)
+        rec["reused_from"] = answer.source
+        self.counters.rows_reused += 1
+        self.writer.append([self._count(rec)])
+
     def _record(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> dict[str, Any]:
         c = self.counters
+        if ep.prefix != self.key_prefix and item.request_key is not None:  # mixed models: this one's key
+            item.request_key = records.request_key(ep.prefix, item.messages_json)
         if comp is not None:
             rec = records.completion_record(item, comp, model=ep.model, endpoint=ep.name, markers=self.markers,
                                             max_tokens=self.max_tokens)

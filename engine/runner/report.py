@@ -35,6 +35,7 @@ class RunReport:
     latency: dict[str, Any]
     endpoints: list[dict[str, Any]]
     cost_usd: float | None = None
+    rows_reused: int = 0  # rows that took an answer stored by an earlier run (no request)
     message: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +66,7 @@ def build_report(run_dir: str, status: str, c: RunCounters, endpoints: list[Endp
         latency=c.latency.summary(),
         endpoints=[ep.state() for ep in endpoints],
         cost_usd=cost_usd,
+        rows_reused=c.rows_reused,
     )
 
 

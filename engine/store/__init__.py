@@ -25,15 +25,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.store.facade import MAX_PENDING_SEGMENTS, JournalStats, RunStore, RunView, StoreWriter
+    from engine.store.facade import (
+        MAX_PENDING_SEGMENTS,
+        JournalStats,
+        RunStore,
+        RunView,
+        StoreWriter,
+        archive_dirs,
+    )
     from engine.store.fs import LocalStorage, Storage, atomic_output, storage_error
     from engine.store.manifest import read_manifest
     from engine.store.readers import load_results
+    from engine.store.reuse import ReuseIndex, StoredAnswer
     from engine.store.shards import DATA, FAILURES
 
 _LAZY = {
     "MAX_PENDING_SEGMENTS": "facade", "JournalStats": "facade", "RunStore": "facade", "RunView": "facade",
-    "StoreWriter": "facade",
+    "StoreWriter": "facade", "archive_dirs": "facade", "ReuseIndex": "reuse", "StoredAnswer": "reuse",
     "LocalStorage": "fs", "Storage": "fs", "atomic_output": "fs", "storage_error": "fs",
     "read_manifest": "manifest",
     "load_results": "readers",
@@ -52,6 +60,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ReuseIndex",
+    "StoredAnswer",
+    "archive_dirs",
     "DATA",
     "FAILURES",
     "MAX_PENDING_SEGMENTS",

@@ -32,7 +32,9 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from engine import records
 from engine.core.errors import RunStateError, StorageError
 from engine.core.memory import lower_thread_priority, release_free_memory
 from engine.source import DoneSet
@@ -74,6 +76,8 @@ class RunStore:
         self.storage = storage
         self.manifest = manifest
         self.recovered = recovered
+        #: where ``open(new_run=True)`` moved the previous run, if it did
+        self.archived: Path | None = None
         self._lock = lock
         self._shards = shards
 
@@ -89,12 +93,20 @@ class RunStore:
         (RunStateError naming what changed) unless ``new_run``, which archives a non-empty directory to
         ``DIR.old-TIMESTAMP`` first (under its lock: never one another run uses)."""
         run = Path(run_dir)
+        if run.exists() and not run.is_dir():
+            raise RunStateError(f"output.dir {run} is a file, not a directory; set output.dir to a folder")
         st = storage if storage is not None else LocalStorage(run)
         journal_dir = run / JOURNAL
         fp_hash = mf.fingerprint_hash(fingerprint)
         manifest = mf.load(st)
+        archived: Path | None = None
         if manifest is not None and not has_rows(st, journal_dir):
             manifest = None  # nothing was answered yet: nothing to mix, start afresh
+        if manifest is not None and manifest.get("fingerprint_hash") != fp_hash and not _answered(st, journal_dir):
+            # only rows that were never sent (invalid input, e.g. a wrong column mapping): nothing was
+            # paid, so the corrected job starts afresh (the old rows are archived, not mixed)
+            log.warning("%s holds no answer yet (only rows that were never sent); starting afresh", run)
+            new_run = True
         if manifest is not None and manifest.get("fingerprint_hash") != fp_hash and not new_run:
             what = mf.describe_change(manifest.get("fingerprint", {}), fingerprint)
             raise RunStateError(
@@ -102,7 +114,7 @@ class RunStore:
                 f"answers. Use --new-run to archive it and start fresh, or set output.dir to another directory"
             )
         if new_run and run.exists() and any(run.iterdir()):
-            _archive(run)
+            archived = _archive(run)
             manifest = None
         try:
             run.mkdir(parents=True, exist_ok=True)
@@ -120,11 +132,16 @@ class RunStore:
             if manifest is None:
                 manifest = mf.new_manifest(created=time.time(), fingerprint=fingerprint,
                                            parser_version=parser_version, markers=markers)
+            # a run keeps the columns it was made with (one schema across its shards: an older run
+            # directory resumed by a newer engine gets no new columns)
+            data_schema, failure_schema = _run_schemas(st, data_schema, failure_schema)
             shards = ShardWriter(st, data_schema, failure_schema)
             recovered = recover(st, journal_dir, shards)
             if recovered.segments_compacted:
                 log.info("recovered %d journal segment(s) into shards", recovered.segments_compacted)
-            return cls(run, st, lock, manifest, shards, recovered)
+            store = cls(run, st, lock, manifest, shards, recovered)
+            store.archived = archived
+            return store
         except BaseException:
             lock.release()
             raise
@@ -223,9 +240,41 @@ class RunStore:
         self.close()
 
 
-def _archive(run: Path) -> None:
+def _answered(st: Storage, journal_dir: Path) -> bool:
+    """Whether the run holds anything a request was sent for: data rows, a journal segment (not yet read:
+    counted as answered), or failure rows of any kind but ``invalid_input``."""
+    if shard_names(st, DATA) or list_segments(journal_dir):
+        return True
+    for name in shard_names(st, FAILURES):
+        kinds = readers.read_table(st, name, ["error_kind"]).column("error_kind")
+        if pc.any(pc.not_equal(kinds, records.INVALID_INPUT)).as_py():
+            return True
+    return False
+
+
+def _run_schemas(st: Storage, data: pa.Schema, failures: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
+    """The shard schemas of the run's existing shards when it has any, else the given ones."""
+    for kind, other in ((DATA, FAILURES), (FAILURES, DATA)):
+        names = shard_names(st, kind)
+        if names:
+            have = readers.shard_schema(st, names[0])
+            pair = {kind: have, other: records.other_schema(have, other)}
+            return pair[DATA], pair[FAILURES]
+    return data, failures
+
+
+def archive_dirs(run: Path) -> list[Path]:
+    """This output dir's archived runs (``RUN.old-*``, made by ``--new-run``), oldest first."""
+    return sorted(p for p in run.parent.glob(f"{run.name}.old-*") if p.is_dir())
+
+
+def _archive(run: Path) -> Path:
     """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it."""
     archived = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while archived.exists():  # two archives within one second
+        n += 1
+        archived = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
     lock = mf.RunLock(run)
     lock.acquire()  # never archive a directory another run is using
     try:
@@ -235,6 +284,7 @@ def _archive(run: Path) -> None:
     finally:
         lock.release()
     log.warning("archived the previous run to %s", archived)
+    return archived
 
 
 class StoreWriter:

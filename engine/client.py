@@ -96,9 +96,7 @@ class ChatClient:
                 rate = _rate_headers(resp.headers)
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise RequestTimeout(f"no answer within the timeout ({type(e).__name__})") from None
-        except aiohttp.ClientResponseError as e:
-            raise HTTPStatusError(e.status, e.message or "bad response") from None
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError) as e:  # incl. an answer that is not HTTP (bad status line)
             raise ConnectError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
         latency = time.perf_counter() - t0
         if status >= 400:
@@ -114,7 +112,8 @@ class ChatClient:
         return decode_completion(data, latency, rate)
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
-        """Model ids the endpoint serves; None when it has no /models route (404)."""
+        """Model ids the endpoint serves; None when it has no /models route (404) or its JSON has no model
+        list. A 2xx body that is not JSON at all raises MalformedResponse."""
         try:
             async with self.session.get(url + "/models", headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
@@ -129,8 +128,12 @@ class ChatClient:
             raise HTTPStatusError(status, _error_message(data))
         try:
             obj = orjson.loads(data)
+        except orjson.JSONDecodeError:  # an HTML page (a web UI, a login portal): the url is wrong
+            raw = data[:2000].decode("utf-8", "replace")
+            raise MalformedResponse("GET /models answered something that is not JSON", raw=raw) from None
+        try:
             return [str(m["id"]) for m in obj["data"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError):  # JSON of another shape: the first request is the check
             return None
 
 

@@ -29,7 +29,7 @@ from engine.core.errors import (
     StartupError,
 )
 from engine.core.types import Completion, Transport, WorkItem
-from engine.dispatch import Endpoint, Finished, Pool
+from engine.dispatch import FINISH_BATCH_ROWS, Endpoint, Finished, Pool
 from engine.policy.breaker import CircuitBreaker
 from engine.policy.retry import RetryPolicy
 
@@ -345,31 +345,33 @@ def test_the_concurrency_cap_is_never_exceeded(adaptive: bool) -> None:
 
 
 def test_slots_stay_held_until_the_answer_is_recorded() -> None:
-    """An answer received but not yet recorded still holds its slot: requests in flight plus answers
-    waiting for ``on_done`` never exceed the cap (a kill -9 loses at most that many paid answers)."""
-    cap = 4
+    """An answer received but not yet recorded still holds its slot: at every send, requests in flight
+    plus answers waiting for ``on_done`` stay within the cap (a kill -9 loses at most that many paid
+    answers). Twelve answers arrive together and the finisher records them four at a time (yielding in
+    between), so a pool that freed slots on arrival would send new requests while answers still wait."""
+    cap = 3 * FINISH_BATCH_ROWS
     seen: list[int] = []
+    answered = {"n": 0}
 
-    async def main() -> Recorder:
-        transport = Recorder(latency(0.01))
-        ep = endpoint("e", max_concurrency=cap)
+    async def main() -> None:
         done = Done()
 
-        def on_done(batch: list[Finished]) -> None:
-            # rows in this batch are recorded now; those sent meanwhile are in the transport
-            seen.append(len(pool._finq) + len(batch) + transport.in_flight["e"])
-            done(batch)
+        async def behave(name: str, row: int, attempt: int) -> Completion:
+            seen.append(transport.in_flight[name] + answered["n"] - len(done.rows))
+            await asyncio.sleep(0.01)
+            answered["n"] += 1
+            return answer(row)
 
-        pool = Pool([ep], transport, NO_WAIT, on_done, seed=1)
+        transport = Recorder(behave)
+        pool = Pool([endpoint("e", max_concurrency=cap)], transport, NO_WAIT, done, seed=1)
         for i in range(200):
             pool.submit(item(i))
         pool.finish_input()
         await pool.run()
         assert done.ids() == Counter(range(200))
-        return transport
 
     run(main())
-    assert seen and max(seen) <= cap
+    assert len(seen) == 200 and max(seen) == cap  # reached, never exceeded
 
 
 def test_requests_per_minute_are_respected_as_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -559,6 +561,7 @@ def test_stop_cancels_retries_waiting_for_their_backoff() -> None:
         await asyncio.sleep(1.0)
         assert len(pool.timers) == 2  # both rows wait ~100 s for their retry
         pool.stop()
+        assert not pool.timers  # cancelled, not left to fire
         await task
         await pool.drain(1.0)
         await asyncio.sleep(500.0)  # long past the retry time

@@ -120,9 +120,7 @@ class ChatClient:
                 ctype = resp.content_type
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
             raise RequestTimeout(f"no answer within the timeout ({type(e).__name__})") from None
-        except aiohttp.ClientResponseError as e:
-            raise HTTPStatusError(e.status, e.message or "bad response") from None
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError) as e:  # incl. an answer that is not HTTP (bad status line)
             raise ConnectError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
         latency = time.perf_counter() - t0
         if status >= 400:
@@ -138,7 +136,8 @@ class ChatClient:
         return decode_completion(data, latency, rate, ctype)
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
-        """Model ids the endpoint serves; None when it has no /models route (404)."""
+        """Model ids the endpoint serves; None when it has no /models route (404/405). A 2xx answer that is
+        not a model list (an HTML page, JSON of another shape) raises MalformedResponse."""
         try:
             async with self.session.get(url + "/models", headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()

@@ -326,6 +326,11 @@ class Pool:
                 ep.breaker.release()
                 ep.gate.release()
                 break
+            if ep.disabled or ep.breaker.state == "open":  # it failed while this loop waited for a row:
+                ep.breaker.release()  # the row goes back for a healthy endpoint, this loop waits or ends
+                ep.gate.release()
+                self._requeue(item)
+                continue
             if ep.tpm is not None:
                 try:
                     await ep.tpm.acquire(ep.cost(item))

@@ -160,7 +160,15 @@ def test_other_variants_run_end_to_end(tmp_path: Path, variant: str) -> None:
     assert all(m[0] == {"role": "system", "content": ""} and len(m) == 2 for m in seen)
 
 
-def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> None:
+def _corrupt_pages(path: Path) -> None:
+    """Overwrite a Parquet file's data pages, keep its footer: the row count reads, the rows do not."""
+    raw = bytearray(path.read_bytes())
+    footer = int.from_bytes(raw[-8:-4], "little") + 8  # metadata, its length and the magic bytes
+    raw[4:len(raw) - footer] = b"\xff" * (len(raw) - footer - 4)
+    path.write_bytes(bytes(raw))
+
+
+def test_a_corrupt_input_file_stops_the_run_before_any_request(tmp_path: Path) -> None:
     d = tmp_path / "inputs"
     d.mkdir()
     make_input(d, 40, name="a.parquet")
@@ -168,10 +176,40 @@ def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> Non
     cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", d))
     from engine.core.errors import InputError
 
+    client = fake()
     with pytest.raises(InputError, match="b.parquet"):
-        run_job(cfg, client=fake())
+        run_job(cfg, client=client)
+    assert client.calls == 0  # every file's footer is read before the first request
+
+
+def test_a_corrupt_later_input_file_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """b.parquet's footer is fine (its rows are counted up front) but its pages are not: the producer
+    fails after a.parquet's rows went out. The run stops with the file's name, and the rows answered
+    before that are kept, once."""
+    d = tmp_path / "inputs"
+    d.mkdir()
+    make_input(d, 40, name="a.parquet")
+    _corrupt_pages(make_input(d, 25, name="b.parquet", seed=1))
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", d))
+    from engine.core.errors import InputError
+
+    answered: list[str] = []
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        answered.append(_solution(body))
+        return Completion(content=build_answer(answered[-1], 0), finish_reason="stop", model=body["model"])
+
+    with pytest.raises(InputError, match="b.parquet"):
+        run_job(cfg, client=FakeClient(handler, models=["mock-clair"]))
     data, fails = read_ids(tmp_path / "run")
-    assert sorted(data + fails) == sorted(set(data + fails))  # whatever finished is kept, once
+    # a.parquet's 40 rows are all submitted before b.parquet is read, and the producer's window
+    # (2 x 16 rows) only lets that happen once some of them are journaled: answers did happen
+    assert answered and data and not fails
+    assert len(data) == len(set(data)) and set(data) <= set(range(40))
+    t = pq.read_table(tmp_path / "run" / "data", columns=["student_solution", "revision"])
+    kept = t.column("student_solution").to_pylist()
+    assert sorted(kept) == sorted(answered)  # every answer received is kept, once
+    assert t.column("revision").to_pylist() == [mock_revision(s) for s in kept]
 
 
 def test_a_slow_shard_writer_holds_new_requests_back(tmp_path: Path, monkeypatch) -> None:
@@ -202,9 +240,13 @@ def test_a_slow_shard_writer_holds_new_requests_back(tmp_path: Path, monkeypatch
 
 def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
     """When the last row is done, a dispatcher waiting out an open breaker (up to minutes) must not
-    hold the run open."""
+    hold the run open. On the virtual clock: the pool ends at the instant of its last answer."""
+    from fakeclock import run as run_on_fake_clock
+
     from engine.core.errors import HTTPStatusError
+    from engine.core.types import WorkItem
     from engine.dispatch import Endpoint, Pool
+    from engine.policy.breaker import CircuitBreaker
     from engine.policy.retry import RetryPolicy
 
     async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
@@ -213,23 +255,31 @@ def test_a_run_ends_promptly_while_a_dead_endpoints_breaker_is_open() -> None:
         await asyncio.sleep(0.01)
         return Completion(content=build_answer("x", 0), finish_reason="stop", model="m")
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
         eps = [Endpoint(name=n, url=f"http://{n}/v1", model="m", headers={}, generation={}, max_concurrency=2,
                         breaker_failures=1, breaker_open_s=60.0) for n in ("dead", "live")]
+        for ep in eps:  # the breakers read the virtual clock too
+            ep.breaker = CircuitBreaker(failure_threshold=1, open_s=60.0, clock=loop.time)
         done: list[Any] = []
-        pool = Pool(eps, FakeClient(handler), RetryPolicy(max_attempts=50, base_delay_s=0.0, max_delay_s=0.0),
-                    lambda batch: done.extend(batch), seed=1)
-        from engine.core.types import WorkItem
+        last = {"at": -1.0}
 
+        def on_done(batch: list[Any]) -> None:
+            done.extend(batch)
+            last["at"] = loop.time()
+
+        pool = Pool(eps, FakeClient(handler), RetryPolicy(max_attempts=50, base_delay_s=0.0, max_delay_s=0.0),
+                    on_done, seed=1)
         for i in range(40):
             pool.submit(WorkItem(i, "t", "s", [{"role": "user", "content": "x"}], 10, {}))
         pool.finish_input()
-        t0 = time.perf_counter()
-        await asyncio.wait_for(pool.run(), timeout=30)
-        assert len(done) == 40 and eps[0].breaker.state != "closed"
-        return time.perf_counter() - t0
+        await asyncio.wait_for(pool.run(), timeout=30)  # virtual seconds: half the breaker's open time
+        assert len(done) == 40 and all(f[1] is not None for f in done)
+        assert eps[0].breaker.state == "open"  # still open when the run ended
+        return last["at"], loop.time()
 
-    assert asyncio.run(main()) < 15  # the dead endpoint's breaker stays open for 60 s
+    last_answer, ended = run_on_fake_clock(main())
+    assert 0 < last_answer < 60 and ended == last_answer  # no wait for the dead endpoint's breaker
 
 
 def test_a_stop_sends_nothing_more_from_a_dispatcher_waiting_for_tokens_per_minute() -> None:

@@ -427,6 +427,8 @@ def test_generation_passthrough_of_other_keys() -> None:
         ("run", {"grace_period_s": -1}, r"run\.grace_period_s must be >= 0"),
         ("run", {"fsync_interval_ms": 0.5}, r"run\.fsync_interval_ms must be between 1 and 100"),
         ("run", {"fsync_interval_ms": 101}, r"run\.fsync_interval_ms must be between 1 and 100"),
+        ("run", {"breaker_failures": 0}, r"run\.breaker_failures must be >= 1"),
+        ("run", {"breaker_open_s": 300}, r"run\.breaker_open_s must be > 0 and <= 120"),
         ("run", {"progress": "fancy"}, r"run\.progress must be one of: auto, rich, plain, off"),
     ],
 )

@@ -193,6 +193,10 @@ class RunConfig:
             raise ConfigError("run.fsync_interval_ms must be between 1 and 100")
         if self.progress not in ("auto", "rich", "plain", "off"):
             raise ConfigError("run.progress must be one of: auto, rich, plain, off")
+        if self.breaker_failures < 1:
+            raise ConfigError("run.breaker_failures must be >= 1")
+        if not 0 < self.breaker_open_s <= 120:
+            raise ConfigError("run.breaker_open_s must be > 0 and <= 120 (the breaker's longest open time)")
 
 
 @dataclass(frozen=True)

@@ -574,9 +574,11 @@ class Source:
         except ImportError:  # pragma: no cover - datasets is a core dependency
             raise InputError("input.dataset needs the 'datasets' package; pip install datasets") from None
         try:
-            ds = datasets.load_dataset(
-                self.dataset, self.name, split=self.split, revision=self.revision, streaming=True
-            )
+            ds = _saved_dataset(datasets, self.dataset, self.split) if self.dataset else None
+            if ds is None:
+                ds = datasets.load_dataset(
+                    self.dataset, self.name, split=self.split, revision=self.revision, streaming=True
+                )
             for tbl in ds.with_format("arrow").iter(batch_size=batch_rows):
                 yield from tbl.to_batches()
         except InputError:
@@ -739,6 +741,21 @@ def null_id_message(column: str, where: str) -> str:
 def duplicate_id_message(column: str, value: Any, where: str, first: str | None) -> str:
     also = f" (first at {first})" if first else " (also in an earlier row)"
     return f"input.id_column {column!r} has a duplicate value {value!r} at {where}{also}; make the ids unique, or {ID_FIX}"
+
+
+def _saved_dataset(datasets: Any, path: str, split: str) -> Any:
+    """A local folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (memory-mapped
+    Arrow files: read in batches, not loaded), or None when ``path`` is not one."""
+    p = Path(path).expanduser()
+    if not ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file()):
+        return None
+    ds = datasets.load_from_disk(str(p))
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InputError(f"input.dataset {path} has no split {split!r} (it has: {', '.join(ds)}); "
+                             "set input.split to one of them")
+        ds = ds[split]
+    return ds
 
 
 def _to_text(col: pa.Array) -> pa.Array:

@@ -846,3 +846,23 @@ def test_resume_skips_fully_done_parquet_row_groups_without_reading_them(tmp_pat
     limited = Source(path=str(p), batch_rows=4, limit=22)
     assert [rid for b in limited.batches(done) for rid in b.row_ids] == [20, 21]
     assert done.count_range(0, 20) == 20 and done.count_range(20, 10) == 1
+
+
+def test_a_save_to_disk_folder_is_a_local_dataset(tmp_path: Path) -> None:
+    """README: input.dataset takes a local dataset folder; one written by save_to_disk must work (it used
+    to fail with "Please use load_from_disk instead")."""
+    import datasets
+
+    from engine.core.errors import InputError
+
+    rows = [{"prompt": f"task {i}", "rejected": [{"role": "user", "content": f"task {i}"},
+                                                  {"role": "assistant", "content": f"answer {i}"}]} for i in range(7)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:3]),
+                          "test": datasets.Dataset.from_list(rows[3:])}).save_to_disk(str(tmp_path / "dict"))
+    got = [p for b in Source(dataset=str(tmp_path / "one"), batch_rows=3).batches() for p in b.solutions]
+    assert got == [f"answer {i}" for i in range(7)]
+    got = [p for b in Source(dataset=str(tmp_path / "dict"), split="test").batches() for p in b.tasks]
+    assert got == [f"task {i}" for i in range(3, 7)]
+    with pytest.raises(InputError, match="has no split 'validation'"):
+        Source(dataset=str(tmp_path / "dict"), split="validation")

@@ -75,6 +75,8 @@ class WorkItem:
     messages_json: bytes = b""
     #: the content key of the request (``records.request_key``): the same request in any run has the same key
     request_key: str | None = None
+    #: this row's output-token budget when it differs from ``generation.max_tokens`` (None: the generation's)
+    max_tokens: int | None = None
 
 
 class Transport(Protocol):

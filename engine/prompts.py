@@ -63,7 +63,7 @@ from typing import Any
 
 import yaml
 
-from engine.core.config import yaml_load
+from engine.core.config import yaml_error_at, yaml_load
 from engine.core.errors import TemplateError
 from engine.core.types import DEFAULT_MARKERS, Markers, Message
 
@@ -298,8 +298,7 @@ def load_template(path: str | os.PathLike[str]) -> PromptTemplate:
     try:
         doc = yaml_load(source)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
+        at = yaml_error_at(e)
         problem = _one_line(str(getattr(e, "problem", None) or e))
         raise TemplateError(
             f"{where}: invalid YAML{at}: {problem}; fix the syntax (a 'user: |' block needs no quoting)"

@@ -56,6 +56,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def yaml_error_at(e: yaml.YAMLError) -> str:
+    """`` at line N`` for a YAML error that knows where it is (1-based), else empty."""
+    mark = getattr(e, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
 def yaml_load(text: str) -> Any:
     """YAML with duplicate keys refused, only true/false as booleans, dates kept as text."""
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
@@ -424,9 +430,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         raw = yaml_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {p} is not valid YAML{at}; fix the syntax") from None
+        raise ConfigError(f"config file {p} is not valid YAML{yaml_error_at(e)}; fix the syntax") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -458,6 +458,9 @@ def test_endpoint_missing_url_names_its_index() -> None:
         ({"max_tokens": True}, r"generation\.max_tokens must be a positive integer"),
         ({"temperature": -0.1}, r"generation\.temperature must be a number >= 0"),
         ({"temperature": "hot"}, r"generation\.temperature must be a number >= 0"),
+        ({"extra_body": {"top_k": 20}}, r"^generation\.extra_body would reach the server as one unknown field; write "
+                                        r"its keys directly under generation \(or under endpoints\[N\]\.extra_body "
+                                        r"for one endpoint\)$"),
     ],
 )
 def test_generation_checks(gen: dict[str, Any], message: str) -> None:
@@ -467,7 +470,7 @@ def test_generation_checks(gen: dict[str, Any], message: str) -> None:
 
 def test_generation_passthrough_of_other_keys() -> None:
     gen = {"temperature": 0, "max_tokens": 10, "top_p": 0.5, "seed": 7, "stop": ["x"], "presence_penalty": 0.1,
-           "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+           "chat_template_kwargs": {"enable_thinking": False}}
     cfg = from_dict(with_(generation=gen))
     assert cfg.generation == gen
     # keys add to CLAIR's reference sampling; null removes a key (o-series models reject temperature)

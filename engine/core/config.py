@@ -272,6 +272,9 @@ class JobConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError("endpoints: two endpoints have the same url/name; give each a distinct name")
         gen = self.generation
+        if "extra_body" in gen:  # the openai client's name for "merge into the body": sent as is, servers ignore it
+            raise ConfigError("generation.extra_body would reach the server as one unknown field; write its keys "
+                              "directly under generation (or under endpoints[N].extra_body for one endpoint)")
         if "messages" in gen or "model" in gen or "stream" in gen:
             raise ConfigError("generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
         mt = gen.get("max_tokens")

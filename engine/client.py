@@ -31,6 +31,15 @@ _RATE_HEADERS = (
 )
 
 
+def _route(url: str, path: str) -> str:
+    """``url`` + ``path``, the path put before the query string of ``url`` when it has one: an endpoint's
+    base URL may carry one (Azure OpenAI's ``?api-version=...``) that every route must keep."""
+    if "?" not in url:
+        return url + path
+    base, _, query = url.partition("?")
+    return f"{base}{path}?{query}"
+
+
 def _not_api(what: str, content_type: str) -> str:
     return f"does not look like an OpenAI-compatible API (got {content_type}; {what})"
 
@@ -112,7 +121,7 @@ class ChatClient:
         t0 = time.perf_counter()
         try:
             async with self.session.post(
-                url + "/chat/completions", data=body, headers=headers, timeout=self.timeout
+                _route(url, "/chat/completions"), data=body, headers=headers, timeout=self.timeout
             ) as resp:
                 data = await resp.read()
                 status = resp.status
@@ -139,7 +148,7 @@ class ChatClient:
         """Model ids the endpoint serves; None when it has no /models route (404/405). A 2xx answer that is
         not a model list (an HTML page, JSON of another shape) raises MalformedResponse."""
         try:
-            async with self.session.get(url + "/models", headers=headers, timeout=self.timeout) as resp:
+            async with self.session.get(_route(url, "/models"), headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
                 status = resp.status
                 ctype = resp.content_type

@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import random
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import orjson
 
 from engine.core.errors import EndpointError, HTTPStatusError, MalformedResponse, StartupError, TransportError
-from engine.core.types import Completion, Transport, WorkItem
+from engine.core.types import Completion, Message, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
 from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
@@ -70,8 +71,13 @@ class Endpoint:
         breaker_failures: int = 20,
         breaker_open_s: float = 10.0,
         expected_completion_tokens: int = 1000,
+        extra_body: dict[str, Any] | None = None,
+        system_role: bool = True,
+        query: dict[str, str] | None = None,
     ):
         self.name, self.url, self.model = name, url.rstrip("/"), model
+        if query:  # the transport puts each route's path before it (Azure's ?api-version=...)
+            self.url += "?" + urllib.parse.urlencode(query)
         self.headers = {"Content-Type": "application/json", **headers}
         self.generation = generation
         cap = max(1, round(max_concurrency * weight)) if weight != 1.0 else max_concurrency
@@ -92,7 +98,11 @@ class Endpoint:
         self.counters = EndpointCounters()
         self.in_flight = 0
         self.expected_completion = expected_completion_tokens
-        self._prefix = orjson.dumps({"model": model, **generation})[:-1] + b',"messages":'
+        #: no system role: the system text is folded into the first user message when the body is built
+        self.fold_system = not system_role
+        fields = {"model": model, **generation, **(extra_body or {})}
+        fields = {k: v for k, v in fields.items() if v is not None or k not in (extra_body or {})}
+        self._prefix = orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)[:-1] + b',"messages":'
 
     @property
     def prefix(self) -> bytes:
@@ -100,6 +110,8 @@ class Endpoint:
         return self._prefix
 
     def body(self, item: WorkItem) -> bytes:
+        if self.fold_system:  # this endpoint's model has no system role
+            return self._prefix + orjson.dumps(fold_system(item.messages)) + b"}"
         return self._prefix + (item.messages_json or orjson.dumps(item.messages)) + b"}"
 
     def cost(self, item: WorkItem) -> float:
@@ -147,6 +159,21 @@ class Endpoint:
             "latency": c.latency.summary(),
             "breaker_opened": self.breaker.opened_count,
         }
+
+
+def fold_system(messages: list[Message]) -> list[Message]:
+    """The messages for a model without a system role: a leading system message is folded into the first
+    user message as ``system + "\\n\\n" + user`` (the layout of the ``contextualai`` variant); an empty system
+    message is dropped. Messages without a leading system message are returned as they are."""
+    if not messages or messages[0].get("role") != "system":
+        return messages
+    system, rest = messages[0].get("content") or "", messages[1:]
+    if not system:
+        return rest
+    for i, m in enumerate(rest):
+        if m.get("role") == "user":
+            return [*rest[:i], {**m, "content": system + "\n\n" + (m.get("content") or "")}, *rest[i + 1:]]
+    return [{"role": "user", "content": system}, *rest]
 
 
 def _tpm_capacity(tpm: float) -> float:

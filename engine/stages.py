@@ -2,16 +2,20 @@
 fingerprint of its requests (L3; no HTTP, no run directory: the dry run uses it too).
 
 The request fingerprint covers what changes the ANSWER (input identity and column mapping, prompt variant
-and template text, model names, generation parameters). URLs, keys, weights, concurrency and rate limits
-are deliberately not part of it, and neither is ``input.limit`` (raising it extends a run).
+and template text, model names, generation parameters, and each endpoint's ``extra_body`` and
+``system_role: false`` when one sets them). URLs, keys, weights, concurrency, rate limits and Azure's
+``api_version`` are deliberately not part of it, and neither is ``input.limit`` (raising it extends a run).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-from engine.core.config import JobConfig
+import orjson
+
+from engine.core.config import EndpointConfig, JobConfig
 from engine.prompts import PromptTemplate, builtin_template, load_template
 from engine.source import Source
 
@@ -41,14 +45,35 @@ def open_source(cfg: JobConfig) -> Source:
 
 
 def request_fingerprint(
-    input_fp: dict[str, Any], template_text: str, variant: str, models: list[str], generation: dict[str, Any]
+    input_fp: dict[str, Any], template_text: str, variant: str, models: list[str], generation: dict[str, Any],
+    shaping: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    fp: dict[str, Any] = {
         "input": input_fp,
         "prompt": {"variant": variant, "template_sha256": hashlib.sha256(template_text.encode()).hexdigest()[:16]},
         "models": sorted(set(models)),
         "generation": dict(sorted(generation.items())),
     }
+    if shaping:  # only when an endpoint shapes its requests: the fingerprints of other runs stay as they were
+        fp["shaping"] = shaping
+    return fp
+
+
+def endpoint_shaping(endpoints: Sequence[EndpointConfig]) -> list[dict[str, Any]] | None:
+    """The distinct request shapes of the endpoints (model, ``extra_body``, ``system_role: false``), or None
+    when no endpoint sets either. A replica with a shape already listed, the endpoints' order, their URLs and
+    Azure's ``api_version`` change nothing."""
+    shapes: dict[bytes, dict[str, Any]] = {}
+    for e in endpoints:
+        shape: dict[str, Any] = {"model": e.model}
+        if e.extra_body:
+            shape["extra_body"] = e.extra_body
+        if not e.system_role:
+            shape["system_role"] = False
+        shapes[orjson.dumps(shape, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)] = shape
+    if all(len(s) == 1 for s in shapes.values()):
+        return None
+    return [orjson.loads(k) for k in sorted(shapes)]
 
 
 
@@ -59,4 +84,5 @@ def make_fingerprint(cfg: JobConfig, source: Source, template: PromptTemplate) -
         cfg.prompt.variant if not cfg.prompt.template_file else "file",
         [ep.model for ep in cfg.endpoints],
         cfg.generation,
+        endpoint_shaping(cfg.endpoints),
     )

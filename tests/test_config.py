@@ -380,6 +380,68 @@ def test_endpoint_checks(kw: dict[str, Any], message: str) -> None:
         from_dict(with_(endpoints=[ep(**kw)]))
 
 
+AZ_URL = "https://res.openai.azure.com/openai/deployments/gpt-4o"
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"extra_body": {"model": "x"}},
+         r"^endpoints\[0\]\.extra_body: 'messages', 'model' and 'stream' are set by the engine; remove them$"),
+        ({"extra_body": {"stream": True}}, r"^endpoints\[0\]\.extra_body: 'messages', 'model' and 'stream' are set"),
+        ({"extra_body": {"messages": []}}, r"^endpoints\[0\]\.extra_body: 'messages', 'model' and 'stream' are set"),
+        ({"extra_body": {"max_tokens": 10}},
+         r"^endpoints\[0\]\.extra_body: set the output budget in generation\.max_tokens, not per endpoint "
+         r"\(the engine plans every request with it\)$"),
+        ({"extra_body": {"max_completion_tokens": 10}}, r"^endpoints\[0\]\.extra_body: set the output budget in"),
+        ({"extra_body": {1: "x"}},
+         r"^endpoints\[0\]\.extra_body: every key must be a string \(a request body field name\)$"),
+        ({"extra_body": "top_k=20"}, r"^endpoints\[0\]\.extra_body must be a mapping \(key: value\)$"),
+        ({"system_role": "no"}, r"^endpoints\[0\]\.system_role must be true or false, got 'no'$"),
+        ({"azure": {}}, r'^endpoints\[0\]\.azure\.api_version is required, e\.g\. api_version: "2024-10-21"$'),
+        ({"azure": {"api_version": " "}}, r"^endpoints\[0\]\.azure\.api_version is required"),
+        ({"azure": {"api_version": "2024-10-21", "deployment": "d"}},
+         r"^unknown config key endpoints\[0\]\.azure\.deployment; known keys here: api_version$"),
+        ({"azure": "2024-10-21"}, r"^endpoints\[0\]\.azure must be a mapping \(key: value\), got str$"),
+        ({"url": AZ_URL + "/chat/completions", "azure": {"api_version": "2024-10-21"}},
+         r"^endpoints\[0\]\.url must be the Azure deployment URL without /chat/completions and without "
+         r"\?api-version, e\.g\. https://RESOURCE\.openai\.azure\.com/openai/deployments/DEPLOYMENT \(the "
+         r"version goes in endpoints\[0\]\.azure\.api_version\)$"),
+        ({"url": AZ_URL + "?api-version=2024-10-21", "azure": {"api_version": "2024-10-21"}},
+         r"^endpoints\[0\]\.url must be the Azure deployment URL without /chat/completions"),
+    ],
+)
+def test_endpoint_shaping_checks(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(with_(endpoints=[ep(**kw)]))
+
+
+def test_endpoint_shaping_keys(tmp_path: Path) -> None:
+    e = from_dict(minimal()).endpoints[0]
+    assert (e.extra_body, e.system_role, e.azure) == ({}, True, None)
+    cfg = load_config(write(tmp_path, f"""\
+        input: {{path: in.jsonl}}
+        endpoints:
+          - url: {AZ_URL}
+            model: gpt-4o
+            azure: {{api_version: 2024-10-21}}
+            system_role: false
+            extra_body:
+              top_k: 20
+              chat_template_kwargs: {{enable_thinking: false}}
+              temperature: null
+        """))
+    a = cfg.endpoints[0]
+    assert a.azure is not None and a.azure.api_version == "2024-10-21"  # a date-like version stays text
+    assert a.system_role is False
+    assert a.extra_body == {"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}, "temperature": None}
+    assert cfg.to_dict()["endpoints"][0]["extra_body"] == a.extra_body  # not a secret: not redacted
+    assert cfg.to_dict()["endpoints"][0]["azure"] == {"api_version": "2024-10-21"}
+    over = load_config(write(tmp_path, "input: {path: x}\nendpoints: [{url: 'http://h/v1', model: m}]\n"),
+                       ["endpoints.0.system_role=false", "endpoints.0.extra_body.top_k=40"])
+    assert over.endpoints[0].system_role is False and over.endpoints[0].extra_body == {"top_k": 40}
+
+
 def test_endpoint_missing_url_names_its_index() -> None:
     with pytest.raises(ConfigError, match=r"^endpoints\[1\]\.url must be"):
         from_dict(with_(endpoints=[ep(), {"model": "m"}]))
@@ -396,6 +458,9 @@ def test_endpoint_missing_url_names_its_index() -> None:
         ({"max_tokens": True}, r"generation\.max_tokens must be a positive integer"),
         ({"temperature": -0.1}, r"generation\.temperature must be a number >= 0"),
         ({"temperature": "hot"}, r"generation\.temperature must be a number >= 0"),
+        ({"extra_body": {"top_k": 20}}, r"^generation\.extra_body would reach the server as one unknown field; write "
+                                        r"its keys directly under generation \(or under endpoints\[N\]\.extra_body "
+                                        r"for one endpoint\)$"),
     ],
 )
 def test_generation_checks(gen: dict[str, Any], message: str) -> None:
@@ -405,7 +470,7 @@ def test_generation_checks(gen: dict[str, Any], message: str) -> None:
 
 def test_generation_passthrough_of_other_keys() -> None:
     gen = {"temperature": 0, "max_tokens": 10, "top_p": 0.5, "seed": 7, "stop": ["x"], "presence_penalty": 0.1,
-           "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+           "chat_template_kwargs": {"enable_thinking": False}}
     cfg = from_dict(with_(generation=gen))
     assert cfg.generation == gen
     # keys add to CLAIR's reference sampling; null removes a key (o-series models reject temperature)

@@ -106,6 +106,21 @@ class PromptConfig:
             raise ConfigError(f"prompt.variant {self.variant!r} is unknown; use one of: {', '.join(VARIANTS)}")
 
 
+#: request body keys the engine sets itself: neither ``generation`` nor ``endpoints[].extra_body`` may set them
+ENGINE_BODY_KEYS = ("messages", "model", "stream")
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    """An Azure OpenAI deployment: the key goes in the ``api-key`` header, every URL gets ``?api-version=``."""
+
+    api_version: str = ""
+
+    def check(self, where: str) -> None:
+        if not self.api_version.strip():
+            raise ConfigError(f'{where}.api_version is required, e.g. api_version: "2024-10-21"')
+
+
 @dataclass(frozen=True)
 class EndpointConfig:
     url: str = ""
@@ -118,6 +133,11 @@ class EndpointConfig:
     adaptive: bool = True
     headers: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    #: merged into every request body of this endpoint, over ``generation`` (a key set to null is not sent)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    #: false: the model has no system role; the system text is folded into the first user message
+    system_role: bool = True
+    azure: AzureConfig | None = None
 
     def check(self, where: str) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -134,6 +154,24 @@ class EndpointConfig:
             raise ConfigError(f"{where}.weight must be > 0")
         if self.api_key_env is not None and not _ENV_NAME_RE.fullmatch(self.api_key_env):
             raise ConfigError(f"{where}.api_key_env must be the NAME of an environment variable, not the key itself")
+        self._check_extra_body(where)
+        if self.azure is not None:
+            self.azure.check(f"{where}.azure")
+            if "?" in self.url or self.url.rstrip("/").endswith("/chat/completions"):
+                raise ConfigError(
+                    f"{where}.url must be the Azure deployment URL without /chat/completions and without ?api-version, "
+                    "e.g. https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT (the version goes in "
+                    f"{where}.azure.api_version)")
+
+    def _check_extra_body(self, where: str) -> None:
+        keys = set(self.extra_body)
+        if any(not isinstance(k, str) for k in keys):
+            raise ConfigError(f"{where}.extra_body: every key must be a string (a request body field name)")
+        if keys & set(ENGINE_BODY_KEYS):
+            raise ConfigError(f"{where}.extra_body: 'messages', 'model' and 'stream' are set by the engine; remove them")
+        if keys & {"max_tokens", "max_completion_tokens"}:
+            raise ConfigError(f"{where}.extra_body: set the output budget in generation.max_tokens, not per endpoint "
+                              "(the engine plans every request with it)")
 
     @property
     def label(self) -> str:
@@ -248,6 +286,9 @@ class JobConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError("endpoints: two endpoints have the same url/name; give each a distinct name")
         gen = self.generation
+        if "extra_body" in gen:  # the openai client's name for "merge into the body": sent as is, servers ignore it
+            raise ConfigError("generation.extra_body would reach the server as one unknown field; write its keys "
+                              "directly under generation (or under endpoints[N].extra_body for one endpoint)")
         if "messages" in gen or "model" in gen or "stream" in gen:
             raise ConfigError("generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
         mt = gen.get("max_tokens")

@@ -3,7 +3,8 @@
 ``make_endpoints`` reads API keys from the environment (a missing one is a one-line error);
 ``startup_check`` asks every endpoint ``GET /models`` and stops the run before any row is sent when one is
 unreachable, refuses the key or does not serve the configured model. A server without ``/models`` is
-checked by its first real request instead.
+checked by its first real request instead (so is an Azure OpenAI deployment: its URL has no ``/models``;
+a wrong key is refused there all the same). Azure endpoints send the key as ``api-key``, not as a bearer token.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
         key = e.api_key()
         if e.api_key_env and not key:
             raise StartupError(f"endpoints[{i}].api_key_env names {e.api_key_env}, which is not set; export it first")
-        if key:
+        if key and e.azure:
+            headers["api-key"] = key  # Azure OpenAI's key header (no bearer token)
+        elif key:
             headers["Authorization"] = f"Bearer {key}"
         eps.append(
             Endpoint(
@@ -50,6 +53,9 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
                 breaker_failures=cfg.run.breaker_failures,
                 breaker_open_s=cfg.run.breaker_open_s,
                 expected_completion_tokens=min(max_tokens, 1000),
+                extra_body=e.extra_body,
+                system_role=e.system_role,
+                query={"api-version": e.azure.api_version} if e.azure else None,
             )
         )
     return eps

@@ -45,6 +45,7 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         "prompt": "the prompt (variant or template text)",
         "models": "the model name",
         "generation": "the generation parameters",
+        "shaping": "the endpoints' request shaping (extra_body, system_role)",
     }
     changed = []
     for key, label in names.items():

@@ -112,7 +112,7 @@ def test_a_pause_longer_than_max_pause_s_stops_the_pool_with_endpoints_down() ->
     probes = [t - paused_at for t in server.sent if t > paused_at]
     assert probes == pytest.approx([5.0, 15.0, 35.0])
     assert len(notes) == 1 and notes[0] is not None  # the pause was announced once, never ended
-    assert jumps < 60, "the pause must be timed by the loop's timers, not by polling"
+    assert jumps < 30, "the pause must be timed by the loop's timers, not by polling"
 
 
 def test_a_recovery_before_max_pause_s_resumes_and_a_later_pause_starts_its_own_clock() -> None:
@@ -247,7 +247,7 @@ def _resume_exactly_once(tmp_path: Path, inp: Path, before: tuple[list[Any], lis
 def test_a_dead_endpoint_stops_the_run_with_75_and_it_resumes_exactly_once(tmp_path: Path, death: str) -> None:
     inp = make_input(tmp_path, ROWS)
     run = tmp_path / "run"
-    args = ["--latency-ms", "20"] + (["--fail-after-s", "4"] if death == "fail-after" else [])
+    args = ["--latency-ms", "20"] + (["--fail-after-s", "5"] if death == "fail-after" else [])
     with MockProcess(args) as dying:
         proc = clair_popen("run", str(_config(tmp_path, dying.url, inp, 2)))
         try:

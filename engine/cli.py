@@ -2,8 +2,9 @@
 
 Exit codes (the README's table): 0 done; 1 unexpected internal error; 2 a user mistake (config, input,
 endpoint check, run state); 3 the run ended without a single usable revision; 74 the disk or permissions
-failed (resumable); 130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g.
-``| head``): quietly, like other Unix tools.
+failed (resumable); 75 every endpoint kept failing for ``run.max_pause_s`` (resumable once one is back);
+130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g. ``| head``): quietly,
+like other Unix tools.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.core.errors import ClairError, StorageError, UserError
+from engine.core.errors import ClairError, EndpointsDown, StorageError, UserError
 
 log = logging.getLogger("clair")
 
@@ -196,6 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             reporter.close()
         print(f"resume with: {_resume_hint(args)}", file=sys.stderr)
         raise
+    except EndpointsDown as e:  # one line: the endpoints, the last error of each, the command to resume
+        if reporter:
+            reporter.close()
+        print(f"error: {e}; resume with: {_resume_hint(args)}", file=sys.stderr)
+        return EndpointsDown.exit_code
     if reporter:
         reporter.close()
     _print_summary(rep.to_dict())

@@ -15,6 +15,12 @@ batches, so new requests leave as soon as slots free instead of after a whole wa
 processed. ``on_done`` gets the rows of one batch together (the journal writes them with one system
 call). A slot is held from the send until the answer is journaled, so answers received but not yet
 recorded never exceed the concurrency limit (a kill -9 loses at most that many paid requests).
+
+When every endpoint is failing (circuit breakers open or half-open, or disabled) the pool *pauses*: only
+the breakers' probes are sent. A probe that succeeds closes its breaker and ends the pause ("answering
+again"). A pause longer than ``max_pause_s`` (measured on the event loop's clock, by one timer) stops the
+pool with :class:`EndpointsDown`, like any other fatal stop. ``on_pause`` hears each transition (the wall
+time the pause began, then None on recovery), e.g. to show the pause to ``clair status``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import itertools
 import logging
 import random
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +37,14 @@ from typing import Any
 
 import orjson
 
-from engine.core.errors import EndpointError, HTTPStatusError, MalformedResponse, StartupError, TransportError
+from engine.core.errors import (
+    EndpointError,
+    EndpointsDown,
+    HTTPStatusError,
+    MalformedResponse,
+    StartupError,
+    TransportError,
+)
 from engine.core.types import Completion, Message, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
@@ -50,6 +64,16 @@ FINISH_BATCH_ROWS = 4
 Finished = tuple[WorkItem, Completion | None, EndpointError | None, "Endpoint"]
 #: records a batch of finished rows (e.g. journals them with one write)
 OnDone = Callable[[list[Finished]], None]
+#: hears the pool's pause transitions: the wall time (epoch s) every endpoint began failing, None on recovery
+OnPause = Callable[[float | None], None]
+
+
+def loop_clock() -> float:
+    """The running event loop's clock (a fake-clock loop in tests), ``time.monotonic`` outside a loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class Endpoint:
@@ -74,6 +98,7 @@ class Endpoint:
         extra_body: dict[str, Any] | None = None,
         system_role: bool = True,
         query: dict[str, str] | None = None,
+        clock: Callable[[], float] = loop_clock,
     ):
         self.name, self.url, self.model = name, url.rstrip("/"), model
         if query:  # the transport puts each route's path before it (Azure's ?api-version=...)
@@ -90,9 +115,10 @@ class Endpoint:
         self.rpm = RequestRateLimiter(self.controller.rpm if self.controller else rpm)
         eff_tpm = self.controller.tpm if self.controller else tpm
         self.tpm = _tpm_bucket(eff_tpm)
-        self.breaker = CircuitBreaker(failure_threshold=breaker_failures, open_s=breaker_open_s)
+        self.breaker = CircuitBreaker(failure_threshold=breaker_failures, open_s=breaker_open_s, clock=clock)
         self.breaker_changed = asyncio.Event()
         self.disabled: str | None = None
+        self.last_error: str | None = None  #: ``kind: message`` of its last failed request
         #: no /models route at the start-up check: until its first answer parses, a malformed answer disables it
         self.unverified = False
         self.counters = EndpointCounters()
@@ -195,6 +221,8 @@ class Pool:
         on_done: OnDone,
         *,
         seed: int | None = None,
+        max_pause_s: float | None = None,
+        on_pause: OnPause | None = None,
     ):
         self.endpoints = endpoints
         self.client = client
@@ -210,6 +238,11 @@ class Pool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.timers: set[asyncio.TimerHandle] = set()
         self.paused = False
+        self.max_pause_s = max_pause_s  # None: a pause lasts until an endpoint recovers
+        self.on_pause = on_pause
+        self.paused_since: float | None = None  # loop time every endpoint began failing (while paused)
+        self.paused_wall: float | None = None  # the same instant as wall time, for display
+        self._pause_timer: asyncio.TimerHandle | None = None
         self._ended = False
         self.stopped = asyncio.Event()
         self._finq: deque[Finished] = deque()  # rows waiting to be recorded
@@ -237,6 +270,7 @@ class Pool:
         for h in self.timers:
             h.cancel()
         self.timers.clear()
+        self._cancel_pause_timer()
         self._end_loops(priority=-1)
         # a dispatcher waiting for its rate limits holds a row it must not send now (it would be paid
         # for after the stop): cancelled, it puts the row back unsent
@@ -279,6 +313,7 @@ class Pool:
                 raise bug
         finally:
             self._loops = []
+            self._cancel_pause_timer()  # rows all done while paused: nothing left to stop
             for t in loops:
                 t.cancel()
             if self._finisher_task is not None:  # None: it ended on a bug (and stopped the pool)
@@ -372,18 +407,51 @@ class Pool:
 
     async def _wait_healthy(self, ep: Endpoint) -> None:
         while not ep.disabled and not self.stopping and not self._ended and not ep.breaker.allow():
-            if not self.paused and all(e.disabled or e.breaker.state != "closed" for e in self.endpoints):
-                self.paused = True
-                log.warning("every endpoint is failing (circuit breakers open); pausing until one recovers")
+            self._check_pause()
             ep.breaker_changed.clear()
             wait = ep.breaker.time_until_probe()
             try:
                 await asyncio.wait_for(ep.breaker_changed.wait(), timeout=wait if wait > 0 else None)
             except TimeoutError:
                 pass
-        if self.paused and ep.breaker.state != "open":
-            self.paused = False
-            log.warning("endpoint %s is answering again; resuming", ep.name)
+
+    # -- pausing: every endpoint failing
+
+    def _check_pause(self) -> None:
+        """Pause when every endpoint is failing (breaker not closed, or disabled); arm the stop timer."""
+        if self.paused or self.stopping or not all(e.disabled or e.breaker.state != "closed" for e in self.endpoints):
+            return
+        loop = asyncio.get_running_loop()
+        self.paused = True
+        self.paused_since, self.paused_wall = loop.time(), time.time()
+        limit = f"; the run stops after {self.max_pause_s:g}s of this (run.max_pause_s)" if self.max_pause_s else ""
+        log.warning("every endpoint is failing (circuit breakers open); pausing until one recovers%s", limit)
+        if self.max_pause_s is not None:
+            self._pause_timer = loop.call_at(self.paused_since + self.max_pause_s, self._pause_expired)
+        if self.on_pause is not None:
+            self.on_pause(self.paused_wall)
+
+    def _resume(self, ep: Endpoint) -> None:
+        """``ep`` answered a request (its breaker closed): the pause is over."""
+        self.paused = False
+        self.paused_since = self.paused_wall = None
+        self._cancel_pause_timer()
+        log.warning("endpoint %s is answering again; resuming", ep.name)
+        if self.on_pause is not None:
+            self.on_pause(None)
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        if not self.paused or self.stopping or self.paused_since is None:
+            return
+        failing = [(e.name, f"disabled: {e.disabled}" if e.disabled else e.last_error or "no answer")
+                   for e in self.endpoints]
+        self.stop(EndpointsDown(asyncio.get_running_loop().time() - self.paused_since, failing))
+
+    def _cancel_pause_timer(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
 
     async def _attempt(self, ep: Endpoint, item: WorkItem) -> None:
         loop = asyncio.get_running_loop()
@@ -446,6 +514,8 @@ class Pool:
             ep.tpm.refund(ep.cost(item) - (pt + ct))
         ep.breaker.record_success()
         ep.breaker_changed.set()
+        if self.paused and ep.breaker.state == "closed":  # a probe succeeded (a stale answer leaves it open)
+            self._resume(ep)
         ep.unverified = False
         if ep.controller is not None:
             ep.controller.on_success(comp.latency_s, comp.rate_headers)
@@ -455,6 +525,7 @@ class Pool:
         """Account for a failed attempt; retry it or not. True when the row ends here, failed."""
         c = ep.counters
         c.errors[err.kind] += 1
+        ep.last_error = f"{err.kind}: {' '.join(str(err).split())[:200]}"
         status = err.status if isinstance(err, HTTPStatusError) else None
         if status in (429, 503):
             c.rate_limited += status == 429
@@ -467,6 +538,7 @@ class Pool:
         else:
             ep.breaker.release()  # 429 / 4xx: says nothing about the endpoint's health
         ep.breaker_changed.set()
+        self._check_pause()
         if status in FATAL_STATUSES or (malformed and ep.unverified):
             self._disable(ep, item, err)
             return False
@@ -489,6 +561,7 @@ class Pool:
             hint = "check the API key env var, the URL and the model name"
             self.stop(StartupError(f"every endpoint refused the requests (last: {ep.name}: {err}); {hint}"))
             return
+        self._check_pause()  # the others' breakers may be open
         self._requeue(item)
 
     def _schedule_retry(self, item: WorkItem, delay: float) -> None:

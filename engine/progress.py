@@ -42,8 +42,14 @@ def format_line(p: Progress) -> str:
             f"{e.name}: {e.state} {e.in_flight}/{e.limit} 429s {e.rate_limited}" for e in p.endpoints
         )
     if p.paused:
-        line += " | PAUSED: every endpoint is failing"
+        line += f" | {paused_text(p.paused_since)}"
     return line
+
+
+def paused_text(since: float | None) -> str:
+    """``paused (endpoint down since HH:MM)``: ``since`` is the wall time (epoch s) every endpoint began failing."""
+    when = f" since {time.strftime('%H:%M', time.localtime(since))}" if since is not None else ""
+    return f"paused (endpoint down{when})"
 
 
 class PlainReporter:
@@ -94,7 +100,8 @@ class RichReporter:
             t.add_row(f"[bold]{e.name}[/]", e.state, "in flight/limit", f"{e.in_flight}/{e.limit}",
                       "429s", str(e.rate_limited))
         if p.paused:
-            t.add_row("[red]PAUSED[/]", "every endpoint is failing; waiting for one to recover")
+            t.add_row("[red]PAUSED[/]", f"{paused_text(p.paused_since)}: every endpoint is failing; "
+                      "waiting for one to recover")
         self.live.update(t)
 
     def close(self) -> None:

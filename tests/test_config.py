@@ -154,6 +154,7 @@ def test_defaults_of_a_minimal_config() -> None:
     assert cfg.prompt.variant == "distilabel" and cfg.prompt.template_file is None
     assert cfg.generation == {"temperature": 0.7, "max_tokens": 4096}  # CLAIR's reference sampling
     assert cfg.output.keep_input_columns is True
+    assert cfg.run.max_pause_s == 900.0  # every endpoint failing for 15 minutes stops a run (exit 75)
     e = cfg.endpoints[0]
     assert (e.api_key_env, e.max_concurrency, e.requests_per_minute, e.tokens_per_minute) == (None, 64, None, None)
     assert e.api_key() is None
@@ -480,6 +481,10 @@ def test_generation_passthrough_of_other_keys() -> None:
     assert from_dict(with_(generation={"temperature": None})).generation == {"max_tokens": 4096}
 
 
+MAX_PAUSE = (r"run\.max_pause_s must be a number of seconds > 0 "
+             r"\(how long every endpoint may fail before the run stops\)$")
+
+
 @pytest.mark.parametrize(
     ("section", "value", "message"),
     [
@@ -495,6 +500,9 @@ def test_generation_passthrough_of_other_keys() -> None:
         ("run", {"breaker_failures": 0}, r"run\.breaker_failures must be >= 1"),
         ("run", {"breaker_open_s": 300}, r"run\.breaker_open_s must be > 0 and <= 120"),
         ("run", {"progress": "fancy"}, r"run\.progress must be one of: auto, rich, plain, off"),
+        ("run", {"max_pause_s": 0}, MAX_PAUSE),
+        ("run", {"max_pause_s": -60}, MAX_PAUSE),
+        ("run", {"max_pause_s": float("inf")}, MAX_PAUSE),
     ],
 )
 def test_section_checks(section: str, value: dict[str, Any], message: str) -> None:

@@ -48,6 +48,8 @@ def collect_status(run_dir: Path) -> dict[str, Any]:
         "journal_bytes": journal.bytes,
         "last_activity": view.last_activity(),
         "last_run_status": last_run.get("status", "running" if holder else "stopped"),
+        # a live run records when every endpoint began failing (None once one answers again)
+        "paused_since": last_run.get("paused_since") if holder else None,
         "sessions": len(runs),
         "fingerprint": manifest.get("fingerprint_hash"),
         "parser_version": manifest.get("parser_version"),
@@ -63,6 +65,9 @@ def format_status(i: dict[str, Any]) -> str:
         f"rows: {i['rows_done']} of {total} done, {i['rows_revised']} revised, {i['rows_failed']} failed, "
         f"{i['rows_remaining'] if i['rows_remaining'] is not None else '?'} remaining",
     ]
+    if i.get("paused_since") is not None:  # the progress line's wording (engine/progress.py)
+        since = time.strftime("%H:%M", time.localtime(i["paused_since"]))
+        lines.append(f"paused (endpoint down since {since}): every endpoint is failing; the run sends only probes")
     if i["failure_kinds"]:
         lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(i["failure_kinds"].items())))
     lines.append(

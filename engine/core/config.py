@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import types
@@ -223,6 +224,8 @@ class RunConfig:
     allow_mixed_models: bool = False
     breaker_failures: int = 20  # consecutive endpoint failures that open its circuit breaker
     breaker_open_s: float = 10.0
+    #: every endpoint failing (breakers open, probes failing) this long stops the run (exit 75, resumable)
+    max_pause_s: float = 900.0
     progress: str = "auto"  # auto | rich | plain | off
     progress_interval_s: float = 10.0  # plain progress line period
     #: earlier run directories whose stored answers are taken instead of sending the same request again
@@ -235,6 +238,9 @@ class RunConfig:
             raise ConfigError("run.grace_period_s must be >= 0")
         if not 1 <= self.fsync_interval_ms <= 100:
             raise ConfigError("run.fsync_interval_ms must be between 1 and 100")
+        if not (math.isfinite(self.max_pause_s) and self.max_pause_s > 0):
+            raise ConfigError("run.max_pause_s must be a number of seconds > 0 (how long every endpoint may fail "
+                              "before the run stops)")
         if self.progress not in ("auto", "rich", "plain", "off"):
             raise ConfigError("run.progress must be one of: auto, rich, plain, off")
         if self.breaker_failures < 1:

@@ -10,6 +10,7 @@ The tree, so that callers classify by type and never by message text::
     │   ├── RunStateError           run dir refused: changed fingerprint, active lock, corrupt state
     │   └── StartupError            an endpoint failed the start-up check (down, bad key, unknown model)
     ├── StorageError                disk full, permission lost, ... while writing a run (exit 74)
+    ├── EndpointsDown               every endpoint failed for run.max_pause_s: the run stopped (exit 75)
     └── EndpointError               one request failed (recorded per row, never crashes a run)
         ├── TransportError          no HTTP answer at all (retryable)
         │   ├── ConnectError        could not connect / connection dropped
@@ -61,6 +62,20 @@ class StorageError(ClairError):
     """Writing the run directory failed (ENOSPC, EACCES, ...). The run stops resumable."""
 
     exit_code = 74
+
+
+class EndpointsDown(ClairError):
+    """Every endpoint kept failing (breakers open, probes failing, or disabled) for ``run.max_pause_s``: the
+    run stopped like a graceful stop, resumable once an endpoint is back. ``failing`` holds each endpoint's
+    name and its last error, as shown in the message."""
+
+    exit_code = 75  # EX_TEMPFAIL: a temporary failure, try again later
+
+    def __init__(self, paused_s: float, failing: list[tuple[str, str]]):
+        self.paused_s = paused_s
+        self.failing = failing
+        each = "; ".join(f"{name}: {last}" for name, last in failing)
+        super().__init__(f"every endpoint has been failing for {paused_s:.0f}s, the run stopped ({each})")
 
 
 class EndpointError(ClairError):

@@ -121,4 +121,5 @@ class Progress:
     flagged: dict[str, int]
     elapsed_s: float
     endpoints: list[EndpointSnapshot] = field(default_factory=list)
-    paused: bool = False
+    paused: bool = False  # every endpoint is failing: only probes are sent
+    paused_since: float | None = None  # wall time (epoch s) the pause began

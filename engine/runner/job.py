@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
-from engine.core.errors import InputError
+from engine.core.errors import EndpointsDown, InputError
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
@@ -113,7 +113,11 @@ class Job:
                 self.endpoints = make_endpoints(self.cfg, self.max_tokens)
                 if c.rows_total is None or c.rows_done_before < c.rows_total:
                     await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s + 20)
-                await self._pipe(client)
+                try:
+                    await self._pipe(client)
+                except EndpointsDown:
+                    self._finish("endpoints_down")  # a graceful stop: the session's report, then the error
+                    raise
             return self._finish()
 
     # ------------------------------------------------------------ the pipe
@@ -127,7 +131,8 @@ class Job:
         prefix = self.endpoints[0].prefix
         recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
                             key_prefix=prefix)
-        pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done)
+        pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
+                                max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause)
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
                             total_known=self.total_known, key_prefix=prefix, reuse=self._reuse_index())
         self._signals(True)
@@ -172,7 +177,7 @@ class Job:
             if pool.stopping:
                 produce.cancel()
                 # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
-                grace = self.interrupted is not None or isinstance(pool.fatal, InputError)
+                grace = self.interrupted is not None or isinstance(pool.fatal, InputError | EndpointsDown)
                 cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
@@ -180,6 +185,10 @@ class Job:
             await asyncio.gather(serving, return_exceptions=True)  # a dispatcher's bug is pool.fatal
         finally:
             stopped.cancel()
+
+    def _note_pause(self, since: float | None) -> None:
+        """Every endpoint failing since ``since`` (None: one answers again), for ``clair status``."""
+        self.store.note(paused_since=since)
 
     async def _progress_loop(self) -> None:
         assert self.on_progress is not None
@@ -213,17 +222,19 @@ class Job:
         return build_report(str(self.run_dir), status, c, self.endpoints, time.perf_counter() - self.t0, counts,
                             self.cfg.pricing.cost_usd(c.prompt_tokens, c.completion_tokens))
 
-    def _finish(self) -> RunReport:
+    def _finish(self, stopped: str | None = None) -> RunReport:
+        """End the session: its report and counts into the store. ``stopped``: the status of a run a guard
+        stopped (e.g. ``endpoints_down``)."""
         store = self.store
-        if self.retry_failed and not self.interrupted:
+        if self.retry_failed and not self.interrupted and not stopped:
             removed = store.supersede_failures()
             if removed:
                 log.info("removed %d superseded failure row(s)", removed)
         counts = store.counts()
-        rep = self.report("interrupted" if self.interrupted else "completed", counts)
-        if self.interrupted:
+        rep = self.report(stopped or ("interrupted" if self.interrupted else "completed"), counts)
+        if self.interrupted and not stopped:
             rep.extra["signal"] = self.interrupted
-        elif rep.rows_total is not None and rep.rows_done < rep.rows_total:
+        elif not stopped and rep.rows_total is not None and rep.rows_done < rep.rows_total:
             rep.status = "incomplete"
         store.end_session(status=rep.status, report=rep.to_dict(), rows_total=rep.rows_total, ended=time.time(),
                           counts={"data": counts["data"], "failed": counts["failed"],

@@ -92,4 +92,5 @@ def progress(c: RunCounters, endpoints: list[Endpoint], pool: Pool | None, elaps
         elapsed_s=elapsed,
         endpoints=eps,
         paused=bool(pool and pool.paused),
+        paused_since=pool.paused_wall if pool is not None else None,
     )

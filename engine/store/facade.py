@@ -176,6 +176,12 @@ class RunStore:
         self.manifest["rows_total"] = rows_total
         mf.save(self.storage, self.manifest)
 
+    def note(self, **fields: Any) -> None:
+        """Record a live state of the current session (e.g. ``paused_since``) in the manifest, atomically, for
+        ``clair status`` in another process. For rare transitions only, never per row."""
+        self.manifest["runs"][-1].update(fields)
+        mf.save(self.storage, self.manifest)
+
     def writer(self, *, rows_per_segment: int, fsync_interval_s: float) -> StoreWriter:
         if self._shards is None:
             raise RuntimeError("RunStore.writer needs a store opened with RunStore.open")

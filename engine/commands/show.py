@@ -312,8 +312,8 @@ def show_run(run_dir: Path, *, n: int = DEFAULT_N, row_id: str | None = None, st
     """Print the picked rows of ``run_dir`` to ``out`` (stdout); 0, or ShowError / RunStateError (exit 2)."""
     out = out if out is not None else sys.stdout
     view = rundata.open_run(run_dir)
-    for w in rundata.run_warnings(view):
-        print(f"warning: {w}", file=sys.stderr)
+    for warning in rundata.run_warnings(view):
+        print(f"warning: {warning}", file=sys.stderr)
     found = find_rows(view, n=n, row_id=row_id, status=status)
     w = _Writer(out, color)
     if not found.rows:

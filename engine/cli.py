@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args.own_process = own_process
     _setup_logging(args.verbose)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, not in the interpreter's final flush
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -380,6 +380,19 @@ def test_a_closed_output_pipe_ends_quietly(run: Path, n: int, lines: int) -> Non
     assert code in (0, 141)
 
 
+@pytest.mark.parametrize("args", [["stats"], ["status"], ["status", "--json"], ["show", "--status", "worsened"]])
+def test_a_short_output_into_a_closed_pipe_ends_quietly(run: Path, args: list[str]) -> None:
+    """Regression: output that fits the stdout buffer met the closed pipe only at the interpreter's exit
+    ("Exception ignored ... BrokenPipeError", exit code 120), hidden where PYTHONUNBUFFERED is set."""
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", args[0], str(run), *args[1:]],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_buffered_env())
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    with p.stderr:
+        err = p.stderr.read().decode()
+    assert p.wait(60) == 141 and err == "", err
+
+
 def test_the_demo_picks_a_pair_with_a_revision(run: Path) -> None:
     rid = first_revised(run)
     row = next(r for r in _data(run) if r["row_id"] == rid)

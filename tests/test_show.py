@@ -221,6 +221,8 @@ def test_row_id_of_a_failure_shows_its_error_and_raw_output(run: Path, capsys: p
 def test_row_id_not_found_or_of_the_wrong_type_is_one_line_exit_2(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _show(capsys, str(run), "--row-id", "9999")
     assert code == 2 and out == "" and err == f"error: no row with row_id 9999 in {run}\n"
+    code, out, err = _show(capsys, str(run), "--row-id", str(2**70))  # beyond int64
+    assert code == 2 and out == "" and err == f"error: no row with row_id {2**70} in {run}\n"
     code, out, err = _show(capsys, str(run), "--row-id", "q-1")
     assert code == 2 and out == "" and err == "error: --row-id 'q-1': this run's row ids are integers\n"
 

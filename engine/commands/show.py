@@ -101,17 +101,26 @@ def _by_id(view: RunView, text: str) -> dict[str, Any]:
     """One row by its id: the data row if there is one (it supersedes failures), else the newest failure."""
     rid = _parse_id(view, text)
     for batch in view.iter_batches(DATA, _DATA_COLUMNS, BATCH_ROWS):
-        hit = batch.filter(pc.equal(batch.column("row_id"), pa.scalar(rid, batch.schema.field("row_id").type)))
+        hit = batch.filter(_is(batch, rid))
         if hit.num_rows:
             return _data_dicts(hit)[0]
     found: dict[str, Any] | None = None
     for batch in view.iter_batches(FAILURES, _FAILURE_COLUMNS, BATCH_ROWS):
-        hit = batch.filter(pc.equal(batch.column("row_id"), pa.scalar(rid, batch.schema.field("row_id").type)))
+        hit = batch.filter(_is(batch, rid))
         if hit.num_rows:
             found = hit.slice(hit.num_rows - 1).to_pylist()[0]  # shards in order: the last is the newest
     if found is None:
         raise ShowError(f"no row with row_id {rid!r} in {view.dir}")
     return found
+
+
+def _is(batch: pa.RecordBatch, rid: Any) -> pa.Array:
+    """The mask of the batch's rows whose row_id is ``rid`` (an id out of the column type's range: none)."""
+    try:
+        value = pa.scalar(rid, batch.schema.field("row_id").type)
+    except (OverflowError, pa.ArrowInvalid):
+        return pa.array([False] * batch.num_rows)
+    return pc.fill_null(pc.equal(batch.column("row_id"), value), False)
 
 
 def _data_dicts(batch: pa.RecordBatch) -> list[dict[str, Any]]:

@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--min-jaccard", type=float, default=0.1, help="flag pairs with lower token Jaccard")
     st.add_argument("--json", action="store_true")
 
+    sh = sub.add_parser("show", help="print a few pairs: word diff of original -> revision, rationale, metrics")
+    sh.add_argument("run_dir")
+    sh.add_argument("--n", "-n", type=int, default=5, help="how many rows (default: %(default)s)")
+    pick = sh.add_mutually_exclusive_group()
+    pick.add_argument("--row-id", metavar="ID", default=None, help="show this one row (data or failure)")
+    pick.add_argument("--status", metavar="S", default=None,
+                      help="only rows of this status (ok, truncated, worsened) or failure kind (no_marker, ...)")
+    sh.add_argument("--full", action="store_true", help="whole texts (default: long unchanged stretches cut)")
+    sh.add_argument("--plain", action="store_true", help="[-deleted-] {+inserted+} markers even on a terminal")
+
     b = sub.add_parser("bench", help="measure throughput against the bundled mock endpoint")
     b.add_argument("--scenario", default="latency", help="latency | lognormal | ratelimited | faults | scale")
     b.add_argument("--rows", type=int, default=None, help="override the scenario's row count")
@@ -98,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args.own_process = own_process
     _setup_logging(args.verbose)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, not in the interpreter's final flush
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -154,6 +166,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from engine.commands.stats import cmd_stats
 
         return cmd_stats(args)
+    if args.command == "show":
+        from engine.commands.show import cmd_show
+
+        return cmd_show(args)
     if args.command == "bench":
         from engine.tools.bench.command import cmd_bench
 

@@ -5,11 +5,25 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
 
 from engine.cli import main as clair_main
+from engine.commands.show import show_run, use_color
+from engine.store import DATA, RunView
 from engine.tools.mockserver_proc import MockProcess
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_revised(run_dir: Path) -> Any:
+    """The row_id of the first data row whose revision differs from the original (Levenshtein > 0), or None."""
+    for batch in RunView.open(run_dir).iter_batches(DATA, ["row_id", "levenshtein"], 1024):
+        hits = batch.filter(pc.fill_null(pc.greater(batch.column("levenshtein"), 0), False))
+        if hits.num_rows:
+            return hits.column("row_id")[0].as_py()
+    return None
 
 
 def main() -> int:
@@ -29,12 +43,13 @@ def main() -> int:
     ds = load_results(run_dir)
     print(f"demo: {len(ds)} revised rows in {run_dir}/data (load with datasets.load_dataset('parquet', "
           f"data_dir='{run_dir}/data'))")
-    row = ds[0]
-    print("demo: first pair —")
-    print(f"  original: {row['student_solution'][:160]!r}...")
-    print(f"  revision: {row['revision'][:160]!r}...")
-    print(f"  jaccard {row['jaccard']:.2f}, levenshtein {row['levenshtein']}, length ratio {row['length_ratio']:.2f}")
-    print(f"demo: next: clair status {run_dir}  |  clair stats {run_dir}  |  clair export {run_dir} --format trl")
+    rid = first_revised(run_dir)
+    if rid is not None:
+        print(f"demo: one pair, as `clair show {run_dir} --row-id {rid}` prints it:")
+        show_run(run_dir, row_id=str(rid), color=use_color(sys.stdout, plain=False))
+        print()
+    print(f"demo: next: clair show {run_dir}  |  clair status {run_dir}  |  clair stats {run_dir}  |  "
+          f"clair export {run_dir} --format trl")
     return 0
 
 

@@ -5,6 +5,7 @@ exits 3, a closed output pipe ends a command quietly, messages say what is wrong
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -155,7 +156,8 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path: Path, mock: MockProcess, ar
     if not run.exists():
         assert clair("run", str(write_config(tmp_path, mock.url, make_input(tmp_path, 30)))).returncode == 0
     cmd = [sys.executable, "-m", "engine.cli", *[a.format(run=run) for a in args]]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as in most shells
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
     assert p.stdout is not None and p.stderr is not None
     p.stdout.close()  # like `| head -0`: the reader is gone before anything is written
     with p.stderr:

@@ -51,6 +51,7 @@ from engine.policy.breaker import CircuitBreaker
 from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
 from engine.policy.metrics import EndpointCounters, EndpointSnapshot
 from engine.policy.retry import RetryPolicy
+from engine.records import request_key
 
 log = logging.getLogger("clair")
 
@@ -129,11 +130,13 @@ class Endpoint:
         fields = {"model": model, **generation, **(extra_body or {})}
         fields = {k: v for k, v in fields.items() if v is not None or k not in (extra_body or {})}
         self._prefix = orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)[:-1] + b',"messages":'
+        #: what makes this endpoint's requests differ from another's for the same messages (the request key)
+        self._key_prefix = self._prefix + (b"\x00system_role=false" if self.fold_system else b"")
 
-    @property
-    def prefix(self) -> bytes:
-        """The body's bytes before the messages: what, besides the messages, makes the request (its key)."""
-        return self._prefix
+    def request_key(self, messages_json: bytes) -> str:
+        """The content key of this endpoint's request for these messages (``records.request_key`` of its body
+        prefix: model, generation, extra_body; plus the system-role fold, which changes the messages sent)."""
+        return request_key(self._key_prefix, messages_json)
 
     def body(self, item: WorkItem) -> bytes:
         if self.fold_system:  # this endpoint's model has no system role
@@ -428,8 +431,7 @@ class Pool:
         log.warning("every endpoint is failing (circuit breakers open); pausing until one recovers%s", limit)
         if self.max_pause_s is not None:
             self._pause_timer = loop.call_at(self.paused_since + self.max_pause_s, self._pause_expired)
-        if self.on_pause is not None:
-            self.on_pause(self.paused_wall)
+        self._tell_pause(self.paused_wall)
 
     def _resume(self, ep: Endpoint) -> None:
         """``ep`` answered a request (its breaker closed): the pause is over."""
@@ -437,8 +439,7 @@ class Pool:
         self.paused_since = self.paused_wall = None
         self._cancel_pause_timer()
         log.warning("endpoint %s is answering again; resuming", ep.name)
-        if self.on_pause is not None:
-            self.on_pause(None)
+        self._tell_pause(None)
 
     def _pause_expired(self) -> None:
         self._pause_timer = None
@@ -489,6 +490,15 @@ class Pool:
         finally:
             if not queued:
                 ep.gate.release()  # otherwise the finisher releases it once the row is recorded
+
+    def _tell_pause(self, since: float | None) -> None:
+        """``on_pause``, whose failure (it writes the manifest) must not lose the answer being recorded."""
+        if self.on_pause is None:
+            return
+        try:
+            self.on_pause(since)
+        except Exception as e:
+            log.warning("could not record the pause state (%s); the run goes on", e)
 
     def _queue_finish(
         self, ep: Endpoint, item: WorkItem, comp: Completion | None, err: EndpointError | None

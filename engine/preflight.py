@@ -92,7 +92,7 @@ def preflight(source: Source) -> PreflightReport:
     where = _where(source)
     if not source.files:  # hub dataset: the mapping sample only
         rows = 0
-        for _, _, b in source._limited_batches():
+        for _, _, b in source.limited_batches():
             assert isinstance(b, pa.RecordBatch)
             take = b.slice(0, SAMPLE_HEAD_ROWS - rows)
             for p in probes:
@@ -205,7 +205,7 @@ def _scan_batches(source: Source, ids: _IdScan | None, probes: list[_PathProbe],
     cannot parse); JSON text also proven UTF-8 (Arrow's JSON reader passes bad bytes through)."""
     rows = 0
     k = 0  # batches seen after the head sample
-    for f, at, b in source._limited_batches():
+    for f, at, b in source.limited_batches():
         assert isinstance(b, pa.RecordBatch) and f is not None
         if decode:
             try:

@@ -79,9 +79,10 @@ COLUMNS: tuple[Column, ...] = (
 )
 #: the minimality columns (computed from ``revision`` and ``student_solution`` at compaction)
 METRIC_COLUMNS = ("jaccard", "levenshtein", "length_ratio")
-#: columns only data rows have / only failure rows have
+#: columns only data rows have / only failure rows have / both kinds have
 DATA_ONLY = tuple(c.name for c in COLUMNS if c.kind == "data")
 FAILURE_ONLY = tuple(c.name for c in COLUMNS if c.kind == "failures")
+SHARED_COLUMNS = tuple(c.name for c in COLUMNS if c.kind == "both")
 #: output column names the engine owns; input columns with these names are kept as ``input_<name>``
 RESERVED = frozenset({"row_id", *(c.name for c in COLUMNS)})
 
@@ -152,9 +153,11 @@ def _base(item: WorkItem, model: str | None, endpoint: str | None) -> dict[str, 
 
 
 def completion_record(
-    item: WorkItem, comp: Completion, *, model: str, endpoint: str, markers: Markers, max_tokens: int
+    item: WorkItem, comp: Completion, *, model: str, endpoint: str, markers: Markers, max_tokens: int,
+    reused_from: str | None = None,
 ) -> dict[str, Any]:
-    """An answer → a data record (usable revision) or a failure record (it could not be parsed)."""
+    """An answer → a data record (usable revision) or a failure record (it could not be parsed).
+    ``reused_from``: the run directory whose stored answer this is (no request was sent)."""
     pr = parse_answer(
         comp.content, truncated=is_truncated(comp.finish_reason, comp.completion_tokens, max_tokens), markers=markers
     )
@@ -169,6 +172,8 @@ def completion_record(
         raw_output=comp.content,
         reasoning_content=comp.reasoning_content,
     )
+    if reused_from is not None:
+        rec["reused_from"] = reused_from
     if pr.ok:
         rec.update(revision=pr.revision, rational=pr.rational, status=pr.status)
     else:
@@ -189,10 +194,6 @@ def invalid_input_record(item: WorkItem) -> dict[str, Any]:
     """A row whose task or answer is empty or missing: recorded, never sent."""
     which = "task" if not item.task else "student_solution"
     return failure_record(item, INVALID_INPUT, f"the row's {which} is empty or missing", None, model=None, endpoint=None)
-
-
-def is_failure(rec: dict[str, Any]) -> bool:
-    return rec.get("error_kind") is not None
 
 
 def reparse_record(row: dict[str, Any], markers: Markers, max_tokens: int) -> dict[str, Any]:

@@ -590,14 +590,8 @@ class Source:
                 "check the name, the split and your network or HF_TOKEN"
             ) from None
 
-    def raw_batches(self, done: DoneSet | None = None) -> Iterator[pa.RecordBatch | _Skip]:
-        """Record batches in scan order. With ``done`` (ordinal ids only), a Parquet row group whose rows
-        are all done is not read at all: a ``_Skip`` stands for it (fast resume of big runs)."""
-        for _, _, b in self.located_batches(done):
-            yield b
-
     def located_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
-        """``raw_batches`` with where each batch comes from: (file or None for a hub dataset, the 0-based row of
+        """Record batches in scan order with where each batch comes from: (file or None for a hub dataset, the 0-based row of
         the file the batch starts at, batch)."""
         if self.files:
             ordinal = 0
@@ -636,7 +630,7 @@ class Source:
         ordinal = 0
         seen: set[Any] | None = set() if self.id_column is not None else None
         skip_with = done if done is not None and len(done) and self.id_column is None else None
-        for f, at, b in self._limited_batches(skip_with):
+        for f, at, b in self.limited_batches(skip_with):
             n = b.num_rows
             if isinstance(b, _Skip):
                 ordinal += n
@@ -687,7 +681,7 @@ class Source:
                 raise InputError(read_error(f, e, at)) from None
             yield Prepared(row_ids, tasks, sols, extras)
 
-    def _limited_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
+    def limited_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
         """``located_batches`` cut at ``limit`` rows; never reads a batch (or opens a file) past it."""
         if self.limit is None:
             yield from self.located_batches(done)

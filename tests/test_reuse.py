@@ -123,3 +123,93 @@ def test_an_output_dir_that_is_a_file_is_a_user_mistake(tmp_path: Path, mock: Mo
     r = clair("run", str(cfg))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "is a file, not a directory" in r.stderr and "resume with" not in r.stderr
+
+
+def test_new_run_after_kill9_reuses_the_journaled_answers(tmp_path: Path) -> None:
+    """A run killed before its last segment became a shard: --new-run compacts that journal into the
+    archive first, so every answer the killed run journaled is reused, not bought again."""
+    import subprocess
+    import sys
+    import time
+
+    from helpers import ROOT
+
+    from engine.store.journal import list_segments, read_segment
+
+    inp = make_input(tmp_path, 300)
+    with MockProcess(["--latency-ms", "20"]) as m:
+        cfg = write_config(tmp_path, m.url, inp, endpoints=[{"url": m.url, "model": "mock-clair",
+                                                            "max_concurrency": 8}],
+                           output={"dir": str(tmp_path / "run"), "rows_per_shard": 5000})
+        p = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(cfg)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        journal = tmp_path / "run" / "journal"
+        deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
+        while time.monotonic() < deadline:
+            segs = list_segments(journal)
+            if segs and len(read_segment(segs[-1])[0]) >= 60:
+                break
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        journaled = sum(len(read_segment(s)[0]) for s in list_segments(journal))
+        assert 60 <= journaled < 300 and not list((tmp_path / "run" / "data").glob("*.parquet"))
+        before = _served(m)
+        r = clair("run", str(cfg), "--new-run")
+        assert r.returncode == 0, r.stderr
+        assert _served(m) - before == 300 - journaled  # every journaled answer reused
+    assert_exactly_once(tmp_path / "run", 300)
+
+
+def test_system_role_changes_the_request_key() -> None:
+    from engine.dispatch import Endpoint
+
+    msgs = b'[{"role":"system","content":"s"},{"role":"user","content":"u"}]'
+    keep = Endpoint(name="a", url="http://a/v1", model="m", headers={}, generation={}, max_concurrency=1)
+    fold = Endpoint(name="b", url="http://b/v1", model="m", headers={}, generation={}, max_concurrency=1,
+                    system_role=False)
+    other = Endpoint(name="c", url="http://c/v1", model="m", headers={}, generation={}, max_concurrency=1)
+    assert keep.request_key(msgs) == other.request_key(msgs)  # replicas share keys
+    assert keep.request_key(msgs) != fold.request_key(msgs)
+
+
+def test_a_resumed_format_1_run_with_new_failures_reads_as_one_table(tmp_path: Path) -> None:
+    """An old run keeps its columns on resume, for failure shards too (a kind it had no shard of yet
+    included): failures read as one table and load_results works."""
+    import shutil
+
+    import yaml
+
+    from engine import load_results
+    from engine.store import RunView
+
+    fx = Path(__file__).parent / "fixtures" / "format_v1"
+    for name in ("run_v1", "input.parquet", "job.yaml"):
+        src = fx / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    old_fail_schema = pq.read_schema(next((tmp_path / "run_v1" / "failures").glob("*.parquet")))
+    shutil.rmtree(tmp_path / "run_v1" / "failures")  # only data shards: the failure schema must be derived
+    with MockProcess(["--rate-no-marker", "0.5", "--seed", "2"]) as m:
+        job = yaml.safe_load((tmp_path / "job.yaml").read_text())
+        job["endpoints"][0]["url"] = m.url
+        job["input"]["limit"] = 60
+        job["input"]["path"] = str(tmp_path / "input.parquet")
+        job["output"]["dir"] = str(tmp_path / "run_v1")
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+        r = clair("run", str(tmp_path / "job.yaml"))
+    assert r.returncode == 0, r.stderr
+    view = RunView.open(tmp_path / "run_v1")
+    fails = view.current_failures()
+    assert fails is not None and fails.num_rows > 0
+    assert fails.schema.remove_metadata() == old_fail_schema.remove_metadata()
+    assert load_results(tmp_path / "run_v1", failures=True).num_rows == fails.num_rows
+    assert "request_key" not in pq.read_schema(sorted((tmp_path / "run_v1" / "data").glob("*.parquet"))[-1]).names
+
+
+def test_an_archive_that_is_not_a_run_is_skipped(tmp_path: Path, mock: MockProcess) -> None:
+    junk = tmp_path / "run.old-20260101-000000"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("not a run")
+    cfg = write_config(tmp_path, mock.url, make_input(tmp_path, 5))
+    r = clair("run", str(cfg))
+    assert r.returncode == 0, r.stderr

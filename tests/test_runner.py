@@ -503,3 +503,63 @@ def test_a_bug_recording_one_answer_keeps_the_rest_of_its_batch(tmp_path: Path, 
     assert_exactly_once(tmp_path / "run", 120)
     again = {rid for rid, solution in bad["batch"] if solution in asked}
     assert again == {bad["row"]}
+
+
+def test_a_failing_progress_reporter_does_not_stop_the_run(tmp_path: Path) -> None:
+    """stderr closed under a running job (`clair run ... | tee log`, tee killed): the display goes off, the
+    run goes on to the end."""
+    inp = make_input(tmp_path, 200)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
+    calls: list[int] = []
+
+    def broken(p: Any) -> None:
+        calls.append(1)
+        raise BrokenPipeError("stderr is gone")
+
+    rep = run_job(cfg, client=fake(), on_progress=broken)
+    assert rep.status == "completed" and len(calls) == 1
+    assert_exactly_once(tmp_path / "run", 200)
+
+
+def test_a_job_cancelled_from_outside_sends_nothing_more(tmp_path: Path) -> None:
+    """A notebook cell interrupted (the job's task cancelled): the pool stops with it; no request is sent
+    after the cancellation, and the run resumes exactly once."""
+    inp = make_input(tmp_path, 400)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp))
+    sent: list[float] = []
+
+    async def slow(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        sent.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)
+        return Completion(content=build_answer(_solution(body), 0), finish_reason="stop", model=body["model"])
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(runner.arun_job(cfg, client=FakeClient(slow, models=["mock-clair"])))
+        while len(sent) < 40:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        at_cancel = len(sent)
+        await asyncio.sleep(0.3)  # anything still alive would send more by now
+        return at_cancel, len(sent)
+
+    at_cancel, later = asyncio.run(main())
+    assert later == at_cancel
+    assert run_job(cfg, client=fake()).status == "completed"
+    assert_exactly_once(tmp_path / "run", 400)
+
+
+def test_extending_a_jsonl_run_checks_the_endpoints_again(tmp_path: Path, mock: MockProcess) -> None:
+    """JSON lines have no cheap row count: the pre-flight pass counts them, so a raised input.limit is seen
+    as work to do (start-up check, 'resuming: 20 of 40')."""
+    from engine.tools.synthetic import write_sample
+
+    inp = tmp_path / "in.jsonl"
+    write_sample(str(inp), 40)
+    cfg = write_config(tmp_path, mock.url, inp, input={"path": str(inp), "limit": 20})
+    assert clair("run", str(cfg)).returncode == 0
+    r = clair("run", str(cfg), "--set", "input.limit=40")
+    assert r.returncode == 0, r.stderr
+    assert "resuming: 20 of 40 rows done" in r.stderr
+    assert_exactly_once(tmp_path / "run", 40)

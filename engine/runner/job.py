@@ -77,8 +77,11 @@ class Job:
         cfg = self.cfg
         self.template = load_prompt(cfg)
         self.source = open_source(cfg)
-        if cfg.input.precheck:
-            preflight(self.source)  # before the run directory is touched: a corrected input is not refused
+        #: the input's row count when a full pre-flight pass counted it (JSONL/CSV have no cheap count)
+        self.rows_checked: int | None = None
+        if cfg.input.precheck:  # before the run directory is touched: a corrected input is not refused
+            checked = preflight(self.source)
+            self.rows_checked = checked.rows if checked.scope == "full" else None
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,
@@ -97,6 +100,8 @@ class Job:
             c = self.counters
             c.rows_done_before = len(self.done)
             counted = self.source.count_rows()
+            if counted is None:
+                counted = self.rows_checked
             self.total_known = counted is not None
             c.rows_total = counted if counted is not None else store.manifest.get("rows_total")
             if c.rows_total is not None and c.rows_done_before > c.rows_total:
@@ -128,13 +133,12 @@ class Job:
                                    fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
         # rows ready to go while a full window is in flight
         window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
-        prefix = self.endpoints[0].prefix
         recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
-                            key_prefix=prefix)
+                            keyed_by=self.endpoints[0])
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
                                 max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause)
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known, key_prefix=prefix, reuse=self._reuse_index())
+                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=self._reuse_index())
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -142,13 +146,15 @@ class Job:
                 shown = tg.create_task(self._progress_loop(), name="progress") if self.on_progress else None
                 produce = tg.create_task(self._guard(producer.run()), name="producer")
                 await self._serve(pool, produce)
-                writer.close()  # the last segment goes to the shard writer, which the group waits for
+                try:
+                    writer.close()  # the last segment goes to the shard writer, which the group waits for
+                except Exception as e:  # e.g. the last fsync failed: a stop with its error, not an ExceptionGroup
+                    pool.stop(e)
                 if shown is not None:
                     shown.cancel()
         finally:
             self._signals(False)
-            if self.on_progress is not None:
-                self.on_progress(self.snapshot())  # the final counts, for the reporter's last line
+            self._show_progress()  # the final counts, for the reporter's last line
         if pool.fatal is not None:
             raise pool.fatal
 
@@ -156,9 +162,9 @@ class Job:
         """Stored answers of earlier runs to take instead of new requests: this output dir's archives
         (``run.reuse_archived``) and ``run.reuse_from``."""
         run = self.cfg.run
-        dirs = archive_dirs(self.run_dir) if run.reuse_archived else []
-        dirs += [self.cfg.resolve(d) for d in run.reuse_from]
-        return ReuseIndex.build(dirs, exclude=self.run_dir) if dirs else None
+        named = [self.cfg.resolve(d) for d in run.reuse_from]
+        dirs = (archive_dirs(self.run_dir) if run.reuse_archived else []) + named
+        return ReuseIndex.build(dirs, named=named, exclude=self.run_dir) if dirs else None
 
     async def _guard(self, stage: Awaitable[None]) -> None:
         """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""
@@ -169,7 +175,8 @@ class Job:
             self.pool.stop(e)
 
     async def _serve(self, pool: Pool, produce: asyncio.Task[None]) -> None:
-        """Run the pool until every row is done or it is stopped; then drain what is in flight."""
+        """Run the pool until every row is done or it is stopped; then drain what is in flight. Cancelled
+        from outside (a notebook's cell interrupted), the pool stops and no request outlives the job."""
         serving = asyncio.create_task(pool.run(), name="pool")
         stopped = asyncio.create_task(pool.stopped.wait())
         try:
@@ -185,16 +192,33 @@ class Job:
             await asyncio.gather(serving, return_exceptions=True)  # a dispatcher's bug is pool.fatal
         finally:
             stopped.cancel()
+            if not serving.done():  # cancelled from outside: nothing may go on sending (and paying)
+                pool.stop()
+                serving.cancel()
+                left = [serving, *pool.tasks]
+                for t in left:
+                    t.cancel()
+                await asyncio.shield(asyncio.gather(*left, return_exceptions=True))
 
     def _note_pause(self, since: float | None) -> None:
         """Every endpoint failing since ``since`` (None: one answers again), for ``clair status``."""
         self.store.note(paused_since=since)
 
     async def _progress_loop(self) -> None:
-        assert self.on_progress is not None
-        while True:
-            self.on_progress(self.snapshot())
+        while self.on_progress is not None:
+            self._show_progress()
             await asyncio.sleep(0.5)
+
+    def _show_progress(self) -> None:
+        """Hand the reporter a snapshot. A reporter that fails (stderr closed: `clair run ... | tee log`
+        killed) is switched off; the run goes on."""
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress(self.snapshot())
+        except Exception as e:
+            self.on_progress = None
+            log.debug("progress display switched off: %s", e)
 
     def _signals(self, install: bool) -> None:
         if not self.install_signals:
@@ -227,9 +251,7 @@ class Job:
         stopped (e.g. ``endpoints_down``)."""
         store = self.store
         if self.retry_failed and not self.interrupted and not stopped:
-            removed = store.supersede_failures()
-            if removed:
-                log.info("removed %d superseded failure row(s)", removed)
+            store.supersede_failures()
         counts = store.counts()
         rep = self.report(stopped or ("interrupted" if self.interrupted else "completed"), counts)
         if self.interrupted and not stopped:

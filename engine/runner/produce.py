@@ -13,10 +13,9 @@ import asyncio
 import orjson
 
 from engine.core.types import WorkItem
-from engine.dispatch import Pool
+from engine.dispatch import Endpoint, Pool
 from engine.policy.metrics import RunCounters
 from engine.prompts import PromptTemplate, estimate_tokens, render
-from engine.records import request_key
 from engine.runner.record import Recorder
 from engine.source import DoneSet, Source
 from engine.store import ReuseIndex, StoreWriter
@@ -25,20 +24,21 @@ from engine.store import ReuseIndex, StoreWriter
 class Producer:
     def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
                  writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool,
-                 key_prefix: bytes, reuse: ReuseIndex | None = None):
+                 keyed_by: Endpoint, reuse: ReuseIndex | None = None):
         self.source, self.done, self.template = source, done, template
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
         #: the input's row count was known up front (Parquet metadata), not a hint from an earlier session
         self.total_known = total_known
-        #: request keys are made with this body prefix (the first endpoint's: model and generation)
-        self.key_prefix = key_prefix
+        #: request keys are made as this endpoint makes them (the first one; the Recorder re-keys rows that
+        #: another endpoint answers differently, e.g. another model)
+        self.keyed_by = keyed_by
         #: answers of earlier runs, by request key (None: nothing to reuse)
         self.reuse = reuse
 
     async def run(self) -> None:
         pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
-        prefix, reuse, dumps = self.key_prefix, self.reuse, orjson.dumps
+        key_of, reuse, dumps = self.keyed_by.request_key, self.reuse, orjson.dumps
         it = self.source.batches(self.done)
         seen_rows = self.counters.rows_done_before
         while not pool.stopping:
@@ -61,7 +61,7 @@ class Producer:
                     continue
                 messages = render(template, task, sol)
                 body = dumps(messages)
-                key = request_key(prefix, body)
+                key = key_of(body)
                 item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body,
                                 request_key=key)
                 stored = reuse.get(key) if reuse is not None else None

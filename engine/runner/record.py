@@ -22,14 +22,14 @@ from engine.store import StoredAnswer, StoreWriter
 
 class Recorder:
     def __init__(self, writer: StoreWriter, counters: RunCounters, window: asyncio.Semaphore, *,
-                 markers: Markers, max_tokens: int, key_prefix: bytes):
+                 markers: Markers, max_tokens: int, keyed_by: Endpoint):
         self.writer = writer
         self.counters = counters
         self.window = window
         self.markers = markers
         self.max_tokens = max_tokens
-        #: the request-body prefix the producer's request keys were made with
-        self.key_prefix = key_prefix
+        #: the endpoint whose request keys the producer made
+        self.keyed_by = keyed_by
 
     def on_done(self, batch: list[Finished]) -> None:
         """Record a batch of finished rows (one journal write), then free their places in the window."""
@@ -54,15 +54,14 @@ class Recorder:
     def reused(self, item: WorkItem, answer: StoredAnswer) -> None:
         """A row whose request was answered in an earlier run: that answer is recorded, nothing is sent."""
         rec = records.completion_record(item, answer.completion, model=answer.model or "", endpoint=answer.endpoint or "",
-                                        markers=self.markers, max_tokens=self.max_tokens)
-        rec["reused_from"] = answer.source
+                                        markers=self.markers, max_tokens=self.max_tokens, reused_from=answer.source)
         self.counters.rows_reused += 1
         self.writer.append([self._count(rec)])
 
     def _record(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> dict[str, Any]:
         c = self.counters
-        if ep.prefix != self.key_prefix and item.request_key is not None:  # mixed models: this one's key
-            item.request_key = records.request_key(ep.prefix, item.messages_json)
+        if ep is not self.keyed_by and item.request_key is not None:  # another endpoint: its own key
+            item.request_key = ep.request_key(item.messages_json)
         if comp is not None:
             rec = records.completion_record(item, comp, model=ep.model, endpoint=ep.name, markers=self.markers,
                                             max_tokens=self.max_tokens)

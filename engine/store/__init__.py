@@ -14,7 +14,8 @@ Callers use this facade, never paths::
 
 Modules: ``fs`` (the Storage seam and the one atomic-write helper), ``journal``, ``shards`` (compaction),
 ``manifest`` (manifest, fingerprint, lock), ``readers`` (supersession rules, reads only), ``rewrite``
-(superseding failures, the reparse pair rewrite), ``recovery`` (start-up repair), ``facade``.
+(superseding failures, the reparse pair rewrite), ``recovery`` (start-up repair), ``reuse`` (answers of
+earlier runs by request key), ``facade``.
 
 The names below are imported on first use (PEP 562), so that importing ``engine.store.journal`` or
 ``engine.store.manifest`` stays light.

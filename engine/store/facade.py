@@ -76,8 +76,6 @@ class RunStore:
         self.storage = storage
         self.manifest = manifest
         self.recovered = recovered
-        #: where ``open(new_run=True)`` moved the previous run, if it did
-        self.archived: Path | None = None
         self._lock = lock
         self._shards = shards
 
@@ -99,7 +97,6 @@ class RunStore:
         journal_dir = run / JOURNAL
         fp_hash = mf.fingerprint_hash(fingerprint)
         manifest = mf.load(st)
-        archived: Path | None = None
         if manifest is not None and not has_rows(st, journal_dir):
             manifest = None  # nothing was answered yet: nothing to mix, start afresh
         if manifest is not None and manifest.get("fingerprint_hash") != fp_hash and not _answered(st, journal_dir):
@@ -114,7 +111,7 @@ class RunStore:
                 f"answers. Use --new-run to archive it and start fresh, or set output.dir to another directory"
             )
         if new_run and run.exists() and any(run.iterdir()):
-            archived = _archive(run)
+            _archive(run, data_schema, failure_schema)
             manifest = None
         try:
             run.mkdir(parents=True, exist_ok=True)
@@ -139,9 +136,7 @@ class RunStore:
             recovered = recover(st, journal_dir, shards)
             if recovered.segments_compacted:
                 log.info("recovered %d journal segment(s) into shards", recovered.segments_compacted)
-            store = cls(run, st, lock, manifest, shards, recovered)
-            store.archived = archived
-            return store
+            return cls(run, st, lock, manifest, shards, recovered)
         except BaseException:
             lock.release()
             raise
@@ -259,14 +254,19 @@ def _answered(st: Storage, journal_dir: Path) -> bool:
 
 
 def _run_schemas(st: Storage, data: pa.Schema, failures: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
-    """The shard schemas of the run's existing shards when it has any, else the given ones."""
-    for kind, other in ((DATA, FAILURES), (FAILURES, DATA)):
-        names = shard_names(st, kind)
-        if names:
-            have = readers.shard_schema(st, names[0])
-            pair = {kind: have, other: records.other_schema(have, other)}
-            return pair[DATA], pair[FAILURES]
-    return data, failures
+    """The schemas a run keeps: each kind's from its existing shards; a kind without shards yet takes the
+    other kind's columns (without engine columns that one lacks: an older run gets no new columns); a run
+    without shards, the given ones."""
+    have = {k: readers.shard_schema(st, names[0]) for k in KINDS if (names := shard_names(st, k))}
+    if not have:
+        return data, failures
+    for kind in KINDS:
+        if kind not in have:
+            (known,) = have.values()
+            made = records.other_schema(known, kind)
+            lacking = [n for n in records.SHARED_COLUMNS if n not in known.names]
+            have[kind] = pa.schema([f for f in made if f.name not in lacking])
+    return have[DATA], have[FAILURES]
 
 
 def archive_dirs(run: Path) -> list[Path]:
@@ -274,8 +274,10 @@ def archive_dirs(run: Path) -> list[Path]:
     return sorted(p for p in run.parent.glob(f"{run.name}.old-*") if p.is_dir())
 
 
-def _archive(run: Path) -> Path:
-    """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it."""
+def _archive(run: Path, data: pa.Schema, failures: pa.Schema) -> Path:
+    """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it. Its journal is
+    compacted into shards first (a run killed before its last segment became a shard): the archive then
+    holds every answer it was paid for, where answer reuse finds them."""
     archived = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     n = 1
     while archived.exists():  # two archives within one second
@@ -284,6 +286,9 @@ def _archive(run: Path) -> Path:
     lock = mf.RunLock(run)
     lock.acquire()  # never archive a directory another run is using
     try:
+        st = LocalStorage(run)
+        if mf.load(st) is not None:
+            recover(st, run / JOURNAL, ShardWriter(st, *_run_schemas(st, data, failures)))
         shutil.move(str(run), str(archived))
     except OSError as e:
         raise StorageError(f"cannot archive {run} to {archived} ({e.strerror or e}); move it away by hand") from None

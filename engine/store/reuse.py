@@ -5,8 +5,9 @@ Every row a run records carries ``request_key``: a hash of the exact request (mo
 parameters, rendered messages). :class:`ReuseIndex` indexes the keys of the answers stored in earlier run
 directories (this output dir's archives ``DIR.old-*`` and ``run.reuse_from``) and hands a stored answer
 back for a key. Memory stays small and flat: the index is three numpy arrays (32 bytes of key and 8 of
-location per stored answer), and answers are read one Parquet row group at a time (the last one is kept:
-rows come in input order, which is the order they were stored in).
+location per stored answer), and answers are read one Parquet row group (500 rows) at a time; the last
+:data:`CACHED_GROUPS` groups are kept (rows are stored in about the order they are asked for: completion
+order, data and failures apart).
 
 Reusable answers: every data row, and failure rows whose answer came back but could not be parsed (they
 are parsed again with this run's parser and markers). Rows that failed without an answer (timeouts,
@@ -16,6 +17,8 @@ are parsed again with this run's parser and markers). Rows that failed without a
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,9 @@ from engine.store.fs import LocalStorage, Storage
 from engine.store.shards import DATA, FAILURES, shard_names
 
 log = logging.getLogger("clair")
+
+#: row groups of stored answers kept in memory (~1.7 MB each at ~3.5 KB per answer)
+CACHED_GROUPS = 8
 
 #: the columns an answer is rebuilt from
 ANSWER_COLUMNS = ["raw_output", "reasoning_content", "finish_reason", "served_model", "model_name", "endpoint",
@@ -59,19 +65,16 @@ class ReuseIndex:
                  sources: list[str]):
         self._keys, self._shard, self._row = keys, shard, row
         self._shards, self._sources = shards, sources
-        self._cached: tuple[int, int, pa.Table] | None = None  # (shard, row group, its answer columns)
+        self._cached: OrderedDict[tuple[int, int], pa.Table] = OrderedDict()  # (shard, row group): answers
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    @property
-    def sources(self) -> list[str]:
-        return list(self._sources)
-
     @classmethod
-    def build(cls, dirs: list[Path], *, exclude: Path | None = None) -> ReuseIndex | None:
-        """The index of every reusable answer stored in ``dirs`` (missing ones are a RunStateError: a path
-        the user named; ``exclude``, the run itself, is skipped). None when there is nothing to reuse."""
+    def build(cls, dirs: list[Path], *, named: Sequence[Path] = (), exclude: Path | None = None) -> ReuseIndex | None:
+        """The index of every reusable answer stored in ``dirs`` (``exclude``, the run itself, is skipped).
+        A directory that is not a run is a RunStateError when the user ``named`` it (``run.reuse_from``),
+        else skipped with a log line (an archived folder that never was a run). None: nothing to reuse."""
         keys: list[np.ndarray] = []
         shard_ix: list[np.ndarray] = []
         rows: list[np.ndarray] = []
@@ -82,7 +85,10 @@ class ReuseIndex:
                 continue
             st = LocalStorage(d)
             if not d.is_dir() or mf.load(st) is None:
-                raise RunStateError(f"run.reuse_from names {d}, which is not a clair run directory; fix the path")
+                if d in named:
+                    raise RunStateError(f"run.reuse_from names {d}, which is not a clair run directory; fix the path")
+                log.info("%s is not a clair run directory; its files are not reused", d)
+                continue
             src = len(sources)
             sources.append(d.name)
             for kind in (DATA, FAILURES):
@@ -127,16 +133,25 @@ class ReuseIndex:
         return StoredAnswer(comp, r["model_name"], r["endpoint"], self._sources[shard.source])
 
     def _group(self, ix: int, shard: _Shard, group: int) -> pa.Table:
-        if self._cached is not None and self._cached[:2] == (ix, group):
-            return self._cached[2]
+        cached = self._cached.get((ix, group))
+        if cached is not None:
+            self._cached.move_to_end((ix, group))
+            return cached
         try:
             with shard.storage.open_input(shard.name) as src, pq.ParquetFile(src) as pf:
                 table = pf.read_row_group(group, columns=ANSWER_COLUMNS)
         except (pa.ArrowException, OSError) as e:
-            raise RunStateError(f"{shard.storage.where}/{shard.name}, whose answers are reused, cannot be read "
-                                f"({e}); move that run away or set run.reuse_archived: false") from None
-        self._cached = (ix, group, table)
+            raise _unreadable(shard.storage, shard.name, e) from None
+        self._cached[(ix, group)] = table
+        if len(self._cached) > CACHED_GROUPS:
+            self._cached.popitem(last=False)
         return table
+
+
+def _unreadable(st: Storage, name: str, e: BaseException) -> RunStateError:
+    return RunStateError(f"{st.where}/{name}, whose answers would be reused, cannot be read "
+                         f"({str(e).splitlines()[0][:120] if str(e) else e!r}); move that run directory away "
+                         "(or leave it out of run.reuse_from / set run.reuse_archived: false)")
 
 
 def _shard_keys(st: Storage, name: str, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -149,8 +164,7 @@ def _shard_keys(st: Storage, name: str, kind: str) -> tuple[np.ndarray, np.ndarr
             t = pf.read(columns=cols)
             sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     except (pa.ArrowException, OSError) as e:
-        raise RunStateError(f"{st.where}/{name}, whose answers are reused, cannot be read ({e}); move that run "
-                            "away or set run.reuse_archived: false") from None
+        raise _unreadable(st, name, e) from None
     keys = t.column("request_key")
     ok = pc.is_valid(keys)
     if kind == FAILURES:  # only failures that hold an answer (it could not be parsed)

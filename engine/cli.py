@@ -2,7 +2,7 @@
 
 Exit codes (the README's table): 0 done; 1 unexpected internal error; 2 a user mistake (config, input,
 endpoint check, run state); 3 the run ended without a single usable revision; 74 the disk or permissions
-failed (resumable); 130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g.
+failed (resumable); 3 also when a guard stopped the run (budget reached, quality guard; resumable); 130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g.
 ``| head``): quietly, like other Unix tools.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.core.errors import ClairError, StorageError, UserError
+from engine.core.errors import ClairError, RunStopped, StorageError, UserError
 
 log = logging.getLogger("clair")
 
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return StorageError.exit_code
+    except RunStopped as e:  # a guard stopped the run (budget, quality): one line, resumable
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except ClairError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -195,6 +198,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if reporter:
             reporter.close()
         print(f"resume with: {_resume_hint(args)}", file=sys.stderr)
+        raise
+    except RunStopped as e:
+        if reporter:
+            reporter.close()
+        if e.report is not None:
+            _print_summary(e.report)
         raise
     if reporter:
         reporter.close()

@@ -10,6 +10,9 @@ The tree, so that callers classify by type and never by message text::
     │   ├── RunStateError           run dir refused: changed fingerprint, active lock, corrupt state
     │   └── StartupError            an endpoint failed the start-up check (down, bad key, unknown model)
     ├── StorageError                disk full, permission lost, ... while writing a run (exit 74)
+    ├── RunStopped                  a guard stopped the run early, resumable (exit 3)
+    │   ├── BudgetReached           no room in budget.max_usd / budget.max_output_tokens for another request
+    │   └── QualityGuardTripped     too many rows without a usable revision, identical or worsened
     └── EndpointError               one request failed (recorded per row, never crashes a run)
         ├── TransportError          no HTTP answer at all (retryable)
         │   ├── ConnectError        could not connect / connection dropped
@@ -61,6 +64,28 @@ class StorageError(ClairError):
     """Writing the run directory failed (ENOSPC, EACCES, ...). The run stops resumable."""
 
     exit_code = 74
+
+
+class RunStopped(ClairError):
+    """A guard stopped the run early and gracefully (everything received is journaled; it resumes).
+
+    ``status`` is the session status recorded in the manifest; ``report`` is the session's report (a dict,
+    set by the runner once the session has ended) so that the CLI can print its summary."""
+
+    exit_code = 3
+    status = "stopped"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.report: dict[str, object] | None = None
+
+
+class BudgetReached(RunStopped):
+    status = "budget_reached"
+
+
+class QualityGuardTripped(RunStopped):
+    status = "quality_guard"
 
 
 class EndpointError(ClairError):

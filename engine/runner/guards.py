@@ -12,8 +12,8 @@ teacher (rows reused from earlier runs and rows refused for their input are not 
 Once ``guard.min_rows`` rows are counted, every new row re-checks the three shares against their
 thresholds (``guard.max_*``; null turns one off); the first one past its threshold trips the guard:
 ``on_trip`` gets a :class:`QualityGuardTripped` whose one-line message names the rate, the threshold and
-three example row ids. The cost per row is a few integer operations; the identical test compares lengths
-first and normalises whitespace only when the lengths are close.
+three example row ids. The cost per row is a few integer operations plus the identical test (skipped when
+``guard.max_identical`` is null): ~5 us for a 1.8 KB answer, under 1% of the engine's CPU per row.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ _EXAMPLES = 3
 def is_identical(revision: str, original: str) -> bool:
     """Is the revision the original, up to whitespace (runs of whitespace collapsed, ends stripped)?
 
-    Cheap on the common path (~2 us for a 1.7 KB answer, nothing for most rows): lengths that differ by
-    more than ~12% mean "not identical" (whitespace alone rarely accounts for that); for ASCII texts, the
-    texts without their whitespace are compared in C first; only when those match (or for non-ASCII text)
-    are the word sequences compared."""
+    Lengths that differ by more than ~12% mean "not identical" (whitespace alone rarely accounts for that);
+    for ASCII texts, the texts without their whitespace are compared in C first (~5 us for two 1.8 KB
+    texts); only when those match (or for non-ASCII text) are the word sequences compared."""
     la, lb = len(revision), len(original)
     if la == lb and revision == original:
         return True
@@ -84,6 +83,7 @@ class QualityGuard:
                                 cfg.max_identical)
         self.worsened = _Check("max_worsened", "were marked worsened by the teacher", cfg.max_worsened)
         self.checks = [c for c in (self.no_revision, self.identical, self.worsened) if c.threshold is not None]
+        self._identical = cfg.max_identical is not None
         self.failure_kinds: Counter[str] = Counter()
         self.tripped: QualityGuardTripped | None = None
 
@@ -104,7 +104,7 @@ class QualityGuard:
         else:
             if rec.get("status") == WORSENED:
                 self.worsened.add(rec["row_id"])
-            if is_identical(rec["revision"], rec["student_solution"]):
+            if self._identical and is_identical(rec["revision"], rec["student_solution"]):
                 self.identical.add(rec["row_id"])
         self.rows += 1
         if self.rows >= self.min_rows:

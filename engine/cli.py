@@ -1,9 +1,10 @@
 """The ``clair`` command: a thin shell over the library (L5). Argument parsing, exit codes, display.
 
 Exit codes (the README's table): 0 done; 1 unexpected internal error; 2 a user mistake (config, input,
-endpoint check, run state); 3 the run ended without a single usable revision; 74 the disk or permissions
-failed (resumable); 3 also when a guard stopped the run (budget reached, quality guard; resumable); 130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g.
-``| head``): quietly, like other Unix tools.
+endpoint check, run state); 3 the run ended without a single usable revision, or a guard stopped it
+(budget reached, quality guard; resumable); 74 the disk or permissions failed (resumable); 130/143
+stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g. ``| head``): quietly, like
+other Unix tools.
 """
 
 from __future__ import annotations

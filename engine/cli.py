@@ -1,10 +1,10 @@
 """The ``clair`` command: a thin shell over the library (L5). Argument parsing, exit codes, display.
 
 Exit codes (the README's table): 0 done; 1 unexpected internal error; 2 a user mistake (config, input,
-endpoint check, run state); 3 the run ended without a single usable revision; 74 the disk or permissions
-failed (resumable); 75 every endpoint kept failing for ``run.max_pause_s`` (resumable once one is back);
-130/143 stopped by SIGINT/SIGTERM (resumable); 141 the output pipe was closed (e.g. ``| head``): quietly,
-like other Unix tools.
+endpoint check, run state); 3 the run ended without a single usable revision, or a guard stopped it
+(budget reached, quality guard; resumable); 74 the disk or permissions failed (resumable); 75 every endpoint
+kept failing for ``run.max_pause_s`` (resumable once one is back); 130/143 stopped by SIGINT/SIGTERM
+(resumable); 141 the output pipe was closed (e.g. ``| head``): quietly, like other Unix tools.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.core.errors import ClairError, EndpointsDown, StorageError, UserError
+from engine.core.errors import ClairError, EndpointsDown, RunStopped, StorageError, UserError
 
 log = logging.getLogger("clair")
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return StorageError.exit_code
+    except RunStopped as e:  # a guard stopped the run (budget, quality): one line, resumable
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except ClairError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -206,20 +209,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     mode = args.progress or cfg.run.progress
     reporter = make_reporter(mode, cfg.run.progress_interval_s)
     try:
-        rep = run_job(cfg, retry_failed=args.retry_failed, new_run=args.new_run,
-                      on_progress=reporter.update if reporter else None, install_signals=True)
+        try:
+            rep = run_job(cfg, retry_failed=args.retry_failed, new_run=args.new_run,
+                          on_progress=reporter.update if reporter else None, install_signals=True)
+        finally:  # the display's last line comes before any summary or error line
+            if reporter:
+                reporter.close()
     except StorageError:
-        if reporter:
-            reporter.close()
         print(f"resume with: {_resume_hint(args)}", file=sys.stderr)
         raise
     except EndpointsDown as e:  # one line: the endpoints, the last error of each, the command to resume
-        if reporter:
-            reporter.close()
         print(f"error: {e}; resume with: {_resume_hint(args)}", file=sys.stderr)
         return EndpointsDown.exit_code
-    if reporter:
-        reporter.close()
+    except RunStopped as e:
+        if e.report is not None:
+            _print_summary(e.report)
+        raise
     _print_summary(rep.to_dict())
     if rep.status == "interrupted":
         print(f"stopped; resume with: {_resume_hint(args)}", file=sys.stderr)

@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from engine.core.errors import (
+    BudgetReached,
     EndpointError,
     EndpointsDown,
     HTTPStatusError,
@@ -48,6 +49,7 @@ from engine.core.errors import (
 from engine.core.types import Completion, Message, Transport, WorkItem
 from engine.policy.adaptive import AdaptiveController
 from engine.policy.breaker import CircuitBreaker
+from engine.policy.budget import Budget, Reservation
 from engine.policy.limiter import ConcurrencyGate, RequestRateLimiter, TokenBucket
 from engine.policy.metrics import EndpointCounters, EndpointSnapshot
 from engine.policy.retry import RetryPolicy
@@ -226,8 +228,11 @@ class Pool:
         seed: int | None = None,
         max_pause_s: float | None = None,
         on_pause: OnPause | None = None,
+        budget: Budget | None = None,
     ):
         self.endpoints = endpoints
+        #: the run's spending budget: one more permit, shared by every endpoint (None: no budget)
+        self.budget = budget
         self.client = client
         self.policy = policy
         self.on_done = on_done
@@ -396,6 +401,11 @@ class Pool:
                 ep.gate.release()
                 self._requeue(item)
                 continue
+            res = None
+            if self.budget is not None:
+                res = await self._reserve(ep, item)
+                if res is None:  # the budget is reached (the pool is stopped), or the run stopped meanwhile
+                    break
             if ep.tpm is not None:
                 try:
                     await ep.tpm.acquire(ep.cost(item))
@@ -403,10 +413,44 @@ class Pool:
                     ep.breaker.release()
                     ep.gate.release()
                     self._requeue(item)
+                    self._release(res)
                     raise
-            task = asyncio.create_task(self._attempt(ep, item))
+            task = asyncio.create_task(self._attempt(ep, item, res))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+
+    async def _reserve(self, ep: Endpoint, item: WorkItem) -> Reservation | None:
+        """The budget's permit: room for this request's worst case. None when the budget is reached (the pool
+        is stopped) or the run stopped while this loop waited for room; the row then goes back unsent."""
+        assert self.budget is not None
+        try:
+            res = await self.budget.reserve(item.prompt_tokens_est, item.max_tokens)
+        except BaseException:
+            ep.breaker.release()
+            ep.gate.release()
+            self._requeue(item)
+            raise
+        if res is None or self.stopping:
+            ep.breaker.release()
+            ep.gate.release()
+            self._requeue(item)
+            if res is None:
+                self.stop(BudgetReached(self.budget.reached_message(item.prompt_tokens_est, item.max_tokens)))
+            else:
+                self.budget.release(res)
+            return None
+        return res
+
+    def _release(self, res: Reservation | None) -> None:
+        if res is not None and self.budget is not None:
+            self.budget.release(res)
+
+    def _settle(self, res: Reservation, comp: Completion | None) -> None:
+        if self.budget is not None:
+            if comp is not None:
+                self.budget.settle(res, comp.prompt_tokens, comp.completion_tokens)
+            else:
+                self.budget.release(res)
 
     async def _wait_healthy(self, ep: Endpoint) -> None:
         while not ep.disabled and not self.stopping and not self._ended and not ep.breaker.allow():
@@ -454,7 +498,7 @@ class Pool:
             self._pause_timer.cancel()
             self._pause_timer = None
 
-    async def _attempt(self, ep: Endpoint, item: WorkItem) -> None:
+    async def _attempt(self, ep: Endpoint, item: WorkItem, res: Reservation | None = None) -> None:
         loop = asyncio.get_running_loop()
         item.attempts += 1
         if item.first_sent is None:
@@ -476,6 +520,8 @@ class Pool:
                 raise
             finally:
                 ep.in_flight -= 1
+                if res is not None:  # the answer's real usage replaces its worst case; no answer, no cost
+                    self._settle(res, comp)
             if comp is not None:
                 self._on_success(ep, item, comp)
                 self._queue_finish(ep, item, comp, None)

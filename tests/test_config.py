@@ -204,7 +204,7 @@ def test_errors_are_user_errors() -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown config key inptu; known keys here: endpoints, generation, input,"):
+    with pytest.raises(ConfigError, match=r"^unknown config key inptu; known keys here: budget, endpoints, generation, guard, input,"):
         from_dict(with_(inptu={"path": "x"}))
 
 

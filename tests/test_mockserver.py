@@ -320,6 +320,21 @@ async def test_fault_malformed_and_no_marker() -> None:
     assert st["faults"]["no_marker"] == 1 and st["completions"] == 1
 
 
+async def test_fault_identical_answers_the_student_solution_unchanged() -> None:
+    from engine.core.types import DEFAULT_MARKERS
+    from engine.parse import parse_answer
+
+    sol = "  " + SOLUTIONS[3] + "\n"
+    async with served(rate_identical=1.0) as s:
+        async with s.post("/v1/chat/completions", json=chat_body(sol)) as r:
+            d = await r.json()
+        st = await stats(s)
+    content = d["choices"][0]["message"]["content"]
+    pr = parse_answer(content, truncated=False, markers=DEFAULT_MARKERS)
+    assert pr.ok and pr.status == "ok" and pr.revision == sol.strip() != mock_revision(sol)
+    assert st["faults"]["identical"] == 1 and st["completions"] == 1
+
+
 async def test_fault_drop_closes_the_connection(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="aiohttp")
     async with served(rate_drop=1.0) as s:
@@ -467,7 +482,8 @@ async def test_stats_counters_and_reset() -> None:
         assert st["in_flight"] == 0 and st["peak_in_flight"] == 4
         assert st["prompt_tokens"] > 0 and st["completion_tokens"] > 0
         assert st["cpu_s"] > 0 and st["uptime_s"] >= 0
-        assert set(st["faults"]) == {"429", "500", "503", "hang", "drop", "malformed", "no_marker", "fail_after"}
+        assert set(st["faults"]) == {"429", "500", "503", "hang", "drop", "malformed", "no_marker", "identical",
+                                     "fail_after"}
         async with s.post("/stats/reset") as r:
             zero = await r.json()
         assert zero["requests"] == zero["completions"] == zero["peak_in_flight"] == 0 and zero["status"] == {}

@@ -18,6 +18,9 @@ Assumptions (printed with the figures):
 * per endpoint, requests/s = min(effective concurrency / latency, requests_per_minute / 60,
   tokens_per_minute / 60 / (mean prompt tokens + expected completion tokens)); endpoints add up
   (dispatch is work-stealing). Retries, 429s and the adaptive controller's slow start only add time.
+
+With a ``budget:`` (``with_budget``), the output also says whether the estimate fits it, and whether the
+worst case does (every answer as long as ``generation.max_tokens``: what the run reserves per request).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from engine.core.config import EndpointConfig, JobConfig
 from engine.core.errors import ConfigError, RunStateError
 from engine.core.types import Message
+from engine.policy.budget import earlier_spending
 from engine.preflight import preflight
 from engine.prompts import estimate_tokens, render
 from engine.stages import load_prompt, open_source
@@ -48,6 +52,7 @@ __all__ = [
     "estimate",
     "format_estimate",
     "make_counter",
+    "with_budget",
 ]
 
 #: assumed seconds per call (CLAIR.md: ~30 s with a GPT-4-class endpoint)
@@ -170,6 +175,14 @@ class DryRunEstimate:
     run_dir: str
     rows_in_run_dir: int | None = None  # rows an existing run directory reports done (not subtracted)
     notes: list[str] = field(default_factory=list)
+    #: the run's budget (``with_budget``), and the worst case: every answer as long as max_tokens
+    budget_max_usd: float | None = None
+    budget_max_output_tokens: int | None = None
+    worst_cost_usd: float | None = None
+    worst_completion_tokens: int | None = None
+    #: what the run directory's earlier sessions spent (the budget counts it)
+    spent_before_usd: float | None = None
+    spent_before_output_tokens: int | None = None
 
     @property
     def prompt_tokens_mean(self) -> float:
@@ -269,6 +282,53 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
     )
 
 
+def with_budget(e: DryRunEstimate, cfg: JobConfig) -> DryRunEstimate:
+    """``e`` with the run's budget figures (no change without a budget)."""
+    b = cfg.budget
+    if b.max_usd is None and b.max_output_tokens is None:
+        return e
+    worst_out = e.requests * e.max_tokens
+    before_prompt = before_out = 0
+    try:
+        m = read_manifest(cfg.run_dir) if cfg.run_dir.is_dir() else None
+    except (RunStateError, OSError):
+        m = None
+    if m:
+        before_prompt, before_out, _ = earlier_spending(m.get("runs") or [])
+    return dataclasses.replace(
+        e, budget_max_usd=b.max_usd, budget_max_output_tokens=b.max_output_tokens,
+        worst_completion_tokens=worst_out, worst_cost_usd=cfg.pricing.cost_usd(e.prompt_tokens, worst_out),
+        spent_before_usd=cfg.pricing.cost_usd(before_prompt, before_out) if b.max_usd is not None else None,
+        spent_before_output_tokens=before_out,
+    )
+
+
+def _budget_line(key: str, limit: float, expected: float, worst: float, fmt: Callable[[float], str],
+                 before: float | None) -> str:
+    spent = f" (the run directory's earlier sessions already spent {fmt(before)}: the budget counts it)" if before else ""
+    head = f"budget: {key} {fmt(limit)}"
+    if expected > limit:
+        share = limit / expected if expected > 0 else 0.0
+        return (f"{head}: the estimate ({fmt(expected)}) does NOT fit: the run would stop (exit 3, resumable) after "
+                f"about {share:.0%} of the requests; raise {key} to at least {fmt(expected)}{spent}")
+    if worst > limit:
+        return (f"{head}: the estimate ({fmt(expected)}) fits; the worst case (every answer at max_tokens: "
+                f"{fmt(worst)}) does not: if answers run long, the run stops at the budget (exit 3, resumable){spent}")
+    return f"{head}: the estimate ({fmt(expected)}) fits, and so does the worst case ({fmt(worst)}){spent}"
+
+
+def budget_lines(e: DryRunEstimate) -> list[str]:
+    lines = []
+    if e.budget_max_usd is not None and e.cost_usd is not None and e.worst_cost_usd is not None:
+        lines.append(_budget_line("budget.max_usd", e.budget_max_usd, e.cost_usd, e.worst_cost_usd,
+                                  lambda x: f"${x:,.2f}", e.spent_before_usd))
+    if e.budget_max_output_tokens is not None and e.worst_completion_tokens is not None:
+        lines.append(_budget_line("budget.max_output_tokens", e.budget_max_output_tokens, e.completion_tokens,
+                                  e.worst_completion_tokens, lambda x: f"{x:,.0f} output tokens",
+                                  e.spent_before_output_tokens))
+    return lines
+
+
 # ---------------------------------------------------------------------------- output
 
 
@@ -320,10 +380,11 @@ def format_estimate(e: DryRunEstimate) -> str:
                      f"rpm {_rate(ep.rpm_rps)}, tpm {_rate(ep.tpm_rps)}]")
     lines.append(f"expected duration: {format_duration(e.duration_s)} "
                  "(a lower bound: retries, 429s and the adaptive slow start add time)")
+    lines.extend(budget_lines(e))
     return "\n".join(lines)
 
 
 def dry_run(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S) -> int:
     """Print the dry-run figures for ``cfg``; returns the exit code (0)."""
-    print(format_estimate(estimate(cfg, latency_s=latency_s)))
+    print(format_estimate(with_budget(estimate(cfg, latency_s=latency_s), cfg)))
     return 0

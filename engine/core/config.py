@@ -262,6 +262,56 @@ class PricingConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """A run's spending limit (not in the request fingerprint: raising it resumes the same run)."""
+
+    #: USD for the whole run (every session of its run directory), at the ``pricing`` prices
+    max_usd: float | None = None
+    #: output tokens for the whole run (for endpoints without prices, e.g. self-hosted)
+    max_output_tokens: int | None = None
+
+    def check(self, pricing: PricingConfig, generation: dict[str, Any]) -> None:
+        if self.max_usd is not None and self.max_usd <= 0:
+            raise ConfigError("budget.max_usd must be > 0 (or null for no budget)")
+        if self.max_output_tokens is not None and self.max_output_tokens < 1:
+            raise ConfigError("budget.max_output_tokens must be >= 1 (or null for no budget)")
+        if self.max_usd is not None:
+            if pricing.input_per_million is None or pricing.output_per_million is None:
+                raise ConfigError("budget.max_usd needs prices: set pricing.input_per_million and "
+                                  "pricing.output_per_million (USD per million tokens), or use "
+                                  "budget.max_output_tokens for an endpoint without prices")
+            if pricing.input_per_million < 0 or pricing.output_per_million < 0:
+                raise ConfigError("pricing.input_per_million and pricing.output_per_million must be >= 0")
+        if (self.max_usd is not None or self.max_output_tokens is not None) and generation.get("max_tokens") is None:
+            raise ConfigError("a budget needs generation.max_tokens: without it an answer's size (and cost) has "
+                              "no bound")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The quality guard: stop a run whose revisions are mostly unusable (not in the request fingerprint).
+
+    Each ``max_*`` is a share of this session's rows (0.2 = 20%); null turns that check off."""
+
+    #: rows this session must have recorded before the guard judges (then it re-checks at every row)
+    min_rows: int = 200
+    #: rows without a usable revision (the answer could not be parsed, or no answer after the retries)
+    max_no_revision: float | None = 0.2
+    #: revisions identical to the student's answer (after whitespace normalisation)
+    max_identical: float | None = 0.3
+    #: rows the teacher marked as worsened
+    max_worsened: float | None = 0.3
+
+    def check(self) -> None:
+        if self.min_rows < 1:
+            raise ConfigError("guard.min_rows must be >= 1")
+        for k in ("max_no_revision", "max_identical", "max_worsened"):
+            v = getattr(self, k)
+            if v is not None and not 0 <= v <= 1:
+                raise ConfigError(f"guard.{k} must be a share between 0 and 1 (0.3 = 30%), or null to turn it off")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -272,6 +322,8 @@ class JobConfig:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     run: RunConfig = field(default_factory=RunConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     #: directory the config file lives in; relative paths in the config are resolved against it
     base_dir: str = "."
 
@@ -307,6 +359,8 @@ class JobConfig:
         self.retry.check()
         self.timeouts.check()
         self.run.check()
+        self.budget.check(self.pricing, gen)
+        self.guard.check()
 
     @property
     def max_tokens(self) -> int:

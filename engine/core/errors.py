@@ -11,6 +11,9 @@ The tree, so that callers classify by type and never by message text::
     │   └── StartupError            an endpoint failed the start-up check (down, bad key, unknown model)
     ├── StorageError                disk full, permission lost, ... while writing a run (exit 74)
     ├── EndpointsDown               every endpoint failed for run.max_pause_s: the run stopped (exit 75)
+    ├── RunStopped                  a guard stopped the run early, resumable (exit 3)
+    │   ├── BudgetReached           no room in budget.max_usd / budget.max_output_tokens for another request
+    │   └── QualityGuardTripped     too many rows without a usable revision, identical or worsened
     └── EndpointError               one request failed (recorded per row, never crashes a run)
         ├── TransportError          no HTTP answer at all (retryable)
         │   ├── ConnectError        could not connect / connection dropped
@@ -70,12 +73,33 @@ class EndpointsDown(ClairError):
     name and its last error, as shown in the message."""
 
     exit_code = 75  # EX_TEMPFAIL: a temporary failure, try again later
+    status = "endpoints_down"  # the session's status in the manifest
 
     def __init__(self, paused_s: float, failing: list[tuple[str, str]]):
         self.paused_s = paused_s
         self.failing = failing
         each = "; ".join(f"{name}: {last}" for name, last in failing)
         super().__init__(f"every endpoint has been failing for {paused_s:.0f}s, the run stopped ({each})")
+class RunStopped(ClairError):
+    """A guard stopped the run early and gracefully (everything received is journaled; it resumes).
+
+    ``status`` is the session status recorded in the manifest; ``report`` is the session's report (a dict,
+    set by the runner once the session has ended) so that the CLI can print its summary."""
+
+    exit_code = 3
+    status = "stopped"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.report: dict[str, object] | None = None
+
+
+class BudgetReached(RunStopped):
+    status = "budget_reached"
+
+
+class QualityGuardTripped(RunStopped):
+    status = "quality_guard"
 
 
 class EndpointError(ClairError):

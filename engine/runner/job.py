@@ -24,13 +24,15 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
-from engine.core.errors import EndpointsDown, InputError
+from engine.core.errors import EndpointsDown, InputError, RunStopped
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
+from engine.policy.budget import Budget, earlier_spending
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
 from engine.preflight import preflight
+from engine.runner.guards import QualityGuard
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
@@ -67,6 +69,8 @@ class Job:
         self.pool: Pool | None = None
         self.writer: StoreWriter | None = None
         self.interrupted: int | None = None  # signal number
+        self.budget: Budget | None = None
+        self._spent_before = (0, 0)  # (prompt, output) tokens of the run directory's earlier sessions
 
     def snapshot(self) -> Progress:
         return progress(self.counters, self.endpoints, self.pool, time.perf_counter() - self.t0)
@@ -110,6 +114,7 @@ class Job:
                             self.run_dir, c.rows_done_before, c.rows_total)
             elif c.rows_done_before:
                 log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
+            self._earlier_sessions(store.manifest.get("runs") or [])
             store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
                                 rows_total=c.rows_total)
             async with AsyncExitStack() as stack:
@@ -120,8 +125,10 @@ class Job:
                     await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s + 20)
                 try:
                     await self._pipe(client)
-                except EndpointsDown:
-                    self._finish("endpoints_down")  # a graceful stop: the session's report, then the error
+                except (EndpointsDown, RunStopped) as e:  # a graceful stop: the session ends like any other
+                    rep = self._finish(stopped=e)  # (its report holds what it spent: the budget of the next one)
+                    if isinstance(e, RunStopped):
+                        e.report = rep.to_dict()
                     raise
             return self._finish()
 
@@ -135,8 +142,12 @@ class Job:
         window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
         recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
                             keyed_by=self.endpoints[0])
+        self.budget = self._budget()
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
-                                max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause)
+                                max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause, budget=self.budget)
+        guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir), on_trip=pool.stop)
+        if guard.active:
+            recorder.observe = guard.observe
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
                             total_known=self.total_known, keyed_by=self.endpoints[0], reuse=self._reuse_index())
         self._signals(True)
@@ -157,6 +168,23 @@ class Job:
             self._show_progress()  # the final counts, for the reporter's last line
         if pool.fatal is not None:
             raise pool.fatal
+
+    def _earlier_sessions(self, sessions: list[dict[str, Any]]) -> None:
+        """What the run directory's earlier sessions spent (their reports), for a budget of the whole run."""
+        prompt, output, unknown = earlier_spending(sessions)
+        self._spent_before = (prompt, output)
+        b = self.cfg.budget
+        if unknown and (b.max_usd is not None or b.max_output_tokens is not None):
+            log.warning("%d earlier session(s) of %s ended without a report (killed?): what they spent is not "
+                        "counted in the budget", unknown, self.run_dir)
+
+    def _budget(self) -> Budget | None:
+        b, p = self.cfg.budget, self.cfg.pricing
+        if b.max_usd is None and b.max_output_tokens is None:
+            return None
+        return Budget(default_max_tokens=self.max_tokens, max_usd=b.max_usd, max_output_tokens=b.max_output_tokens,
+                      input_per_million=p.input_per_million or 0.0, output_per_million=p.output_per_million or 0.0,
+                      prompt_tokens_before=self._spent_before[0], output_tokens_before=self._spent_before[1])
 
     def _reuse_index(self) -> ReuseIndex | None:
         """Stored answers of earlier runs to take instead of new requests: this output dir's archives
@@ -184,7 +212,7 @@ class Job:
             if pool.stopping:
                 produce.cancel()
                 # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
-                grace = self.interrupted is not None or isinstance(pool.fatal, InputError | EndpointsDown)
+                grace = self.interrupted is not None or isinstance(pool.fatal, InputError | EndpointsDown | RunStopped)
                 cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
@@ -246,18 +274,25 @@ class Job:
         return build_report(str(self.run_dir), status, c, self.endpoints, time.perf_counter() - self.t0, counts,
                             self.cfg.pricing.cost_usd(c.prompt_tokens, c.completion_tokens))
 
-    def _finish(self, stopped: str | None = None) -> RunReport:
-        """End the session: its report and counts into the store. ``stopped``: the status of a run a guard
-        stopped (e.g. ``endpoints_down``)."""
+    def _finish(self, stopped: EndpointsDown | RunStopped | None = None) -> RunReport:
+        """End the session: its report and counts into the store. ``stopped``: the error of a run a guard
+        stopped (its ``status`` is the session's)."""
         store = self.store
-        if self.retry_failed and not self.interrupted and not stopped:
+        if self.retry_failed and not self.interrupted and stopped is None:
             store.supersede_failures()
         counts = store.counts()
-        rep = self.report(stopped or ("interrupted" if self.interrupted else "completed"), counts)
-        if self.interrupted and not stopped:
+        rep = self.report("interrupted" if self.interrupted else "completed", counts)
+        if stopped is not None:  # stopped by a guard (endpoints down, budget, quality): resumable
+            rep.status, rep.message = stopped.status, str(stopped)
+        elif self.interrupted:
             rep.extra["signal"] = self.interrupted
-        elif not stopped and rep.rows_total is not None and rep.rows_done < rep.rows_total:
+        elif rep.rows_total is not None and rep.rows_done < rep.rows_total:
             rep.status = "incomplete"
+        if self.budget is not None:
+            bg = self.budget
+            rep.extra["budget"] = {"max_usd": bg.max_usd, "max_output_tokens": bg.max_output_tokens,
+                                   "spent_usd": round(bg.spent_usd, 6) if bg.max_usd is not None else None,
+                                   "spent_output_tokens": bg.spent_output}
         store.end_session(status=rep.status, report=rep.to_dict(), rows_total=rep.rows_total, ended=time.time(),
                           counts={"data": counts["data"], "failed": counts["failed"],
                                   "failure_kinds": counts["failure_kinds"]})

@@ -10,6 +10,7 @@ run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from engine import records
@@ -30,6 +31,8 @@ class Recorder:
         self.max_tokens = max_tokens
         #: the endpoint whose request keys the producer made
         self.keyed_by = keyed_by
+        #: sees every record as it is counted (the quality guard, ``runner.guards``); None: nobody watches
+        self.observe: Callable[[dict[str, Any]], None] | None = None
 
     def on_done(self, batch: list[Finished]) -> None:
         """Record a batch of finished rows (one journal write), then free their places in the window."""
@@ -82,4 +85,6 @@ class Recorder:
             self.counters.rows_ok += 1
         else:
             self.counters.rows_flagged[rec["status"]] += 1
+        if self.observe is not None:
+            self.observe(rec)
         return rec

@@ -54,7 +54,8 @@ probability of each is its rate (when the rates sum to <= 1; listed order wins o
 ``rate_429`` (immediate 429), then, after the latency, ``rate_500``, ``rate_503``, ``rate_hang`` (no
 answer for ``hang_s`` seconds, then the connection is closed), ``rate_drop`` (the connection is closed
 without an answer), ``rate_malformed`` (200 whose body is truncated JSON), ``rate_no_marker`` (200 with a
-well-formed completion whose content has no CLAIR markers). Latency is ``latency_ms`` (fixed) or
+well-formed completion whose content has no CLAIR markers), ``rate_identical`` (200 with a well-formed
+CLAIR answer whose revision is the student solution unchanged). Latency is ``latency_ms`` (fixed) or
 log-normal with that mean and ``latency_sigma``, clamped at 60x the mean, from a second seeded RNG.
 Sleeping and hanging handlers wake at shutdown (their connections are closed), so ``runner.cleanup()``
 returns promptly and silently.

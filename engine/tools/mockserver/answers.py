@@ -2,7 +2,9 @@
 
 ``build_answer`` wraps ``revise``'s edit and notes in a teacher's reasoning and a revision section
 whose header style (``ANSWER_STYLES``) ``answer_style`` picks by a stable hash of the solution;
-``no_marker_answer`` is the same revision without CLAIR markers (the ``no_marker`` fault). Pure.
+``no_marker_answer`` is the same revision without CLAIR markers (the ``no_marker`` fault);
+``identical_answer`` a well-formed answer whose revision is the student's answer unchanged (the
+``identical`` fault: a teacher that copies). Pure.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import zlib
 
 from engine.tools.mockserver.revision import mock_revision, revise
 
-__all__ = ["ANSWER_STYLES", "answer_style", "build_answer", "no_marker_answer"]
+__all__ = ["ANSWER_STYLES", "answer_style", "build_answer", "identical_answer", "no_marker_answer"]
 
 _REASONING_INTROS = (
     "The student's answer addresses the task and is mostly on the right track, but a few small changes "
@@ -81,4 +83,11 @@ def build_answer(student_solution: str, style: int) -> str:
 
 def no_marker_answer(student_solution: str) -> str:
     return f"Here is an improved version of the answer.\n\n{mock_revision(student_solution)}"
+
+
+def identical_answer(student_solution: str) -> str:
+    """A well-formed CLAIR answer that keeps the student's answer as it is (the text after the revision
+    header is the student solution, verbatim)."""
+    return ("{teacher_reasoning}: The student's answer is correct and clear as it stands; it needs no change."
+            f"\n\n{{corrected_student_solution}}: {student_solution}")
 

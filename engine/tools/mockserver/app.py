@@ -14,7 +14,7 @@ import time
 import orjson
 from aiohttp import web
 
-from engine.tools.mockserver.answers import answer_style, build_answer, no_marker_answer
+from engine.tools.mockserver.answers import answer_style, build_answer, identical_answer, no_marker_answer
 from engine.tools.mockserver.config import MockConfig
 from engine.tools.mockserver.limits import refusal
 from engine.tools.mockserver.protocol import (
@@ -129,6 +129,8 @@ def make_app(cfg: MockConfig) -> web.Application:
         solution = extract_solution(user_text)
         if fault == "no_marker":
             answer = no_marker_answer(solution)
+        elif fault == "identical":
+            answer = identical_answer(solution)
         else:
             answer = build_answer(solution, answer_style(solution))
         completion_tokens = ceil4(len(answer))

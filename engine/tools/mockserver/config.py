@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 __all__ = ["FAULTS", "MockConfig"]
 
 #: the injectable faults, in the order a draw tries them (``rate_NAME`` fields of ``MockConfig``)
-FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "no_marker")
+FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "no_marker", "identical")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class MockConfig:
     rate_drop: float = 0.0
     rate_malformed: float = 0.0
     rate_no_marker: float = 0.0
+    rate_identical: float = 0.0  # a CLAIR answer whose revision is the student's answer, unchanged
     # enforced limits
     rpm: int | None = None
     tpm: int | None = None

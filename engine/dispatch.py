@@ -70,6 +70,8 @@ class Endpoint:
         breaker_failures: int = 20,
         breaker_open_s: float = 10.0,
         expected_completion_tokens: int = 1000,
+        tpm_counts_max_tokens: bool = False,
+        context_length: int | None = None,
     ):
         self.name, self.url, self.model = name, url.rstrip("/"), model
         self.headers = {"Content-Type": "application/json", **headers}
@@ -92,6 +94,12 @@ class Endpoint:
         self.counters = EndpointCounters()
         self.in_flight = 0
         self.expected_completion = expected_completion_tokens
+        #: the endpoint's tokens/min limit charges prompt + max_tokens at admission (OpenAI): so does ours
+        self.tpm_counts_max_tokens = tpm_counts_max_tokens
+        mt = generation.get("max_tokens")
+        self._max_tokens = mt if isinstance(mt, int) else None  # the generation's (a row's own wins)
+        #: the model's context length in tokens (config, else GET /models; None: unknown)
+        self.context_length = context_length
         self._prefix = orjson.dumps({"model": model, **generation})[:-1] + b',"messages":'
 
     @property
@@ -100,10 +108,29 @@ class Endpoint:
         return self._prefix
 
     def body(self, item: WorkItem) -> bytes:
-        return self._prefix + (item.messages_json or orjson.dumps(item.messages)) + b"}"
+        """The request body; a row with its own budget (``generation.max_tokens: auto``, the prefix has
+        no max_tokens then) carries it at the end."""
+        messages = item.messages_json or orjson.dumps(item.messages)
+        if item.max_tokens is None:
+            return self._prefix + messages + b"}"
+        return self._prefix + messages + b',"max_tokens":%d}' % item.max_tokens
 
     def cost(self, item: WorkItem) -> float:
+        """Tokens the tokens/min limiter charges when the row is sent: prompt + its max_tokens where the
+        endpoint counts max_tokens at admission, else prompt + the expected completion (within the budget)."""
+        budget = item.max_tokens or self._max_tokens
+        if self.tpm_counts_max_tokens and budget is not None:
+            return float(item.prompt_tokens_est + budget)
+        if budget is not None and budget < self.expected_completion:
+            return float(item.prompt_tokens_est + budget)
         return float(item.prompt_tokens_est + self.expected_completion)
+
+    def charged(self, item: WorkItem, prompt_tokens: int, completion_tokens: int) -> int:
+        """Tokens the endpoint counted for an answered row (the limiter is refunded the rest of ``cost``)."""
+        budget = item.max_tokens or self._max_tokens
+        if self.tpm_counts_max_tokens and budget is not None:
+            return prompt_tokens + budget
+        return prompt_tokens + completion_tokens
 
     def apply_controller(self) -> None:
         c = self.controller
@@ -416,7 +443,7 @@ class Pool:
         if ct:
             ep.expected_completion = int(0.9 * ep.expected_completion + 0.1 * ct)
         if ep.tpm is not None and (pt or ct):
-            ep.tpm.refund(ep.cost(item) - (pt + ct))
+            ep.tpm.refund(ep.cost(item) - ep.charged(item, pt, ct))
         ep.breaker.record_success()
         ep.breaker_changed.set()
         ep.unverified = False

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
-from engine.core.errors import InputError
+from engine.core.errors import InputError, RunStateError
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
@@ -35,8 +35,15 @@ from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
 from engine.runner.startup import make_endpoints, startup_check
-from engine.stages import load_prompt, make_fingerprint, open_source
-from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs
+from engine.stages import (
+    auto_budget,
+    keep_run_max_tokens,
+    load_prompt,
+    make_fingerprint,
+    open_source,
+    smallest_context,
+)
+from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs, read_manifest
 
 log = logging.getLogger("clair")
 
@@ -79,6 +86,8 @@ class Job:
         self.source = open_source(cfg)
         if cfg.input.precheck:
             preflight(self.source)  # before the run directory is touched: a corrected input is not refused
+        if not self.new_run:
+            cfg = self._keep_max_tokens(cfg)
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,
@@ -90,6 +99,19 @@ class Job:
             new_run=self.new_run,
         )
         return self.store
+
+    def _keep_max_tokens(self, cfg: JobConfig) -> JobConfig:
+        """A run made with a fixed max_tokens resumes with it (``generation.max_tokens: auto`` is the default)."""
+        try:
+            m = read_manifest(self.run_dir) if self.run_dir.is_dir() else None
+        except (RunStateError, OSError):
+            return cfg  # RunStore.open says what is wrong
+        kept, changed = keep_run_max_tokens(cfg, (m or {}).get("fingerprint"))
+        if changed:
+            log.warning("%s was made with generation.max_tokens %s: it keeps it (--new-run starts a run with "
+                        "max_tokens: auto)", self.run_dir, kept.generation.get("max_tokens", "unset"))
+            self.cfg, self.max_tokens = kept, kept.max_tokens
+        return kept
 
     async def run(self) -> RunReport:
         with self._open_store() as store:
@@ -129,7 +151,8 @@ class Job:
                             key_prefix=prefix)
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done)
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known, key_prefix=prefix, reuse=self._reuse_index())
+                            total_known=self.total_known, key_prefix=prefix, reuse=self._reuse_index(),
+                            budget=auto_budget(cfg, smallest_context([ep.context_length for ep in self.endpoints])))
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -16,16 +16,17 @@ from engine.core.types import WorkItem
 from engine.dispatch import Pool
 from engine.policy.metrics import RunCounters
 from engine.prompts import PromptTemplate, estimate_tokens, render
-from engine.records import request_key
+from engine.records import prompt_too_long_record, request_key
 from engine.runner.record import Recorder
 from engine.source import DoneSet, Source
+from engine.stages import AutoBudget
 from engine.store import ReuseIndex, StoreWriter
 
 
 class Producer:
     def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
                  writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool,
-                 key_prefix: bytes, reuse: ReuseIndex | None = None):
+                 key_prefix: bytes, reuse: ReuseIndex | None = None, budget: AutoBudget | None = None):
         self.source, self.done, self.template = source, done, template
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
@@ -35,10 +36,12 @@ class Producer:
         self.key_prefix = key_prefix
         #: answers of earlier runs, by request key (None: nothing to reuse)
         self.reuse = reuse
+        #: each row's own output budget (``generation.max_tokens: auto``; None: the generation's max_tokens)
+        self.budget = budget
 
     async def run(self) -> None:
         pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
-        prefix, reuse, dumps = self.key_prefix, self.reuse, orjson.dumps
+        prefix, reuse, dumps, budget = self.key_prefix, self.reuse, orjson.dumps, self.budget
         it = self.source.batches(self.done)
         seen_rows = self.counters.rows_done_before
         while not pool.stopping:
@@ -61,9 +64,16 @@ class Producer:
                     continue
                 messages = render(template, task, sol)
                 body = dumps(messages)
-                key = request_key(prefix, body)
-                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body,
-                                request_key=key)
+                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body)
+                if budget is not None:
+                    max_tokens = budget(item.prompt_tokens_est, (len(sol) + 3) // 4)
+                    if max_tokens < 1:  # the prompt alone fills the context: never sent
+                        assert budget.context is not None
+                        self.recorder.unsent(prompt_too_long_record(item, budget.context))
+                        window.release()
+                        continue
+                    item.max_tokens = max_tokens
+                key = item.request_key = request_key(prefix, body, item.max_tokens)
                 stored = reuse.get(key) if reuse is not None else None
                 if stored is not None:
                     self.recorder.reused(item, stored)

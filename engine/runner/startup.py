@@ -3,7 +3,8 @@
 ``make_endpoints`` reads API keys from the environment (a missing one is a one-line error);
 ``startup_check`` asks every endpoint ``GET /models`` and stops the run before any row is sent when one is
 unreachable, refuses the key or does not serve the configured model. A server without ``/models`` is
-checked by its first real request instead.
+checked by its first real request instead. An endpoint whose ``/models`` entry reports the model's context
+length (vLLM's ``max_model_len``) gets it as ``Endpoint.context_length`` unless the config set one.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
                 url=e.url,
                 model=e.model,
                 headers=headers,
-                generation=cfg.generation,
+                generation=cfg.request_generation,
                 max_concurrency=e.max_concurrency,
                 rpm=e.requests_per_minute,
                 tpm=e.tokens_per_minute,
@@ -50,6 +51,8 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
                 breaker_failures=cfg.run.breaker_failures,
                 breaker_open_s=cfg.run.breaker_open_s,
                 expected_completion_tokens=min(max_tokens, 1000),
+                tpm_counts_max_tokens=e.tpm_counts_max_tokens,
+                context_length=e.context_length,
             )
         )
     return eps
@@ -88,6 +91,8 @@ async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s:
         elif ep.model not in res:
             shown = ", ".join(res[:10]) or "none"
             raise StartupError(f"{where} does not serve model {ep.model!r} (it serves: {shown}); fix endpoints[{i}].model")
+        elif ep.context_length is None:  # a ModelList (engine.client) knows the context lengths it was told
+            ep.context_length = (getattr(res, "context_lengths", None) or {}).get(ep.model)
     if dead and len(dead) == len(endpoints):
         i, ep, err = dead[0]
         more = f" (and {len(dead) - 1} more endpoint(s) likewise)" if len(dead) > 1 else ""

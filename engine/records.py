@@ -74,8 +74,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("reasoning_content", pa.string()),
     Column("parser_version", pa.string()),
     Column("request_key", pa.string()),
-    Column("max_tokens", pa.int64()),  # the output budget the request was sent with (null: never sent)
     Column("reused_from", pa.string()),
+    Column("max_tokens", pa.int64()),  # the output budget the request was sent with (null: never sent)
     Column("jaccard", pa.float64(), "data"),
     Column("levenshtein", pa.int64(), "data"),
     Column("length_ratio", pa.float64(), "data"),

@@ -27,7 +27,14 @@ from engine.core.types import Completion, WorkItem
 from engine.dispatch import Endpoint
 from engine.prompts import builtin_template, estimate_tokens, render
 from engine.runner.startup import make_endpoints, startup_check
-from engine.stages import AutoBudget, auto_budget, keep_run_max_tokens, make_fingerprint, open_source, text_tokens
+from engine.stages import (
+    AutoBudget,
+    auto_budget,
+    keep_run_max_tokens,
+    make_fingerprint,
+    open_source,
+    text_tokens,
+)
 from engine.store.readers import current_failures
 from engine.tools.mockserver import build_answer
 from engine.tools.mockserver_proc import MockProcess

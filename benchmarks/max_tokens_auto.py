@@ -24,9 +24,11 @@ script checks these and exits 1 when one fails. About 2-3 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ def rows_of(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_arm(name: str, max_tokens: int | str, args: argparse.Namespace, input_path: Path) -> dict[str, Any]:
+def run_arm(name: str, max_tokens: int | str, args: Params, input_path: Path) -> dict[str, Any]:
     run_dir = OUT / "max_tokens_auto" / name
     shutil.rmtree(run_dir, ignore_errors=True)
     mock_args = ["--latency-ms", str(args.latency_ms), "--seed", "0", "--tpm", str(args.tpm),
@@ -133,15 +135,17 @@ def format_results(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=400)
-    ap.add_argument("--tpm", type=int, default=1_200_000, help="the mock's tokens/min limit (default: %(default)s)")
-    ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--latency-ms", type=int, default=200)
-    ap.add_argument("--ramble", type=float, default=0.05, help="share of answers that ramble to max_tokens")
-    ap.add_argument("--out", type=Path, default=OUT / "max_tokens_auto.json")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class Params:
+    rows: int = 400
+    tpm: int = 1_200_000  # the mock's tokens/min limit
+    concurrency: int = 64
+    latency_ms: int = 200
+    ramble: float = 0.05  # share of answers that ramble to max_tokens
+
+
+def measure(args: Params, command: str = "python benchmarks/max_tokens_auto.py") -> dict[str, Any]:
+    """Both arms, one after the other, each against a fresh mock; the figures and the checks."""
     input_path = OUT / "max_tokens_auto" / f"input-{args.rows}.parquet"
     if not input_path.exists():
         write_sample(input_path, args.rows, seed=0)
@@ -151,15 +155,29 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: {args.rows} rows, mock tpm {args.tpm:,} (prompt + max_tokens at admission), "
             f"{args.ramble:.0%} rambling answers")
         arms[name] = run_arm(name, mt, args, input_path)
-    res = {
+    return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python benchmarks/max_tokens_auto.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
-        "params": {"rows": args.rows, "tpm": args.tpm, "concurrency": args.concurrency,
-                   "latency_ms": args.latency_ms, "ramble": args.ramble},
+        "command": command,
+        "params": dataclasses.asdict(args),
         "arms": arms,
         "checks": checks(arms["fixed_4096"], arms["auto"]),
         "bench_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = Params()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=d.rows)
+    ap.add_argument("--tpm", type=int, default=d.tpm, help="the mock's tokens/min limit (default: %(default)s)")
+    ap.add_argument("--concurrency", type=int, default=d.concurrency)
+    ap.add_argument("--latency-ms", type=int, default=d.latency_ms)
+    ap.add_argument("--ramble", type=float, default=d.ramble, help="share of answers that ramble to max_tokens")
+    ap.add_argument("--out", type=Path, default=OUT / "max_tokens_auto.json")
+    args = ap.parse_args(argv)
+    params = Params(args.rows, args.tpm, args.concurrency, args.latency_ms, args.ramble)
+    cmd = "python benchmarks/max_tokens_auto.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    res = measure(params, cmd)
     print(format_results(res), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")

@@ -1,7 +1,8 @@
 """Run every benchmark and regenerate benchmarks/RESULTS.md (``make bench``).
 
 Order: ``latency``, ``lognormal``, ``ratelimited``, ``faults``, ``scale`` (1,000,000 rows, its run kept),
-then ``resume_startup.py`` on the kept ``scale`` run (1,000,000 done rows). Every scenario reads the same
+then ``resume_startup.py`` on the kept ``scale`` run (1,000,000 done rows), then ``max_tokens_auto.py``
+(issue 15: ``generation.max_tokens: auto`` versus a fixed 4096, ~2.5 min). Every scenario reads the same
 cached input (1,001,000 generated rows, made once under benchmarks/out/data; a scenario reads only its
 own row count, and the last 1,000 rows are what the resume benchmark has left to do).
 
@@ -10,8 +11,8 @@ RESULTS.md (profiling notes) is kept as written. About 25 minutes on 2 cores.
 
     python benchmarks/run_all.py [--only latency,faults] [--rows-scale N] [--quick] [--no-md]
 
-``--quick`` runs every preset at 2,000 rows (``ratelimited``: 400 rows, a 30 s window): a smoke run;
-RESULTS.md is not touched.
+``--quick`` runs every preset at 2,000 rows (``ratelimited``: 400 rows, a 30 s window; ``max_tokens_auto``:
+100 rows): a smoke run; RESULTS.md is not touched.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import max_tokens_auto  # noqa: E402
 import resume_startup  # noqa: E402
 
 from engine.tools.bench.data import ensure_data  # noqa: E402
@@ -42,6 +44,8 @@ from engine.tools.bench.run import OUT_DIR, run_scenario  # noqa: E402
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, END = "<!-- BEGIN GENERATED (benchmarks/run_all.py) -->", "<!-- END GENERATED -->"
 ORDER = ("latency", "lognormal", "ratelimited", "faults", "scale")
+#: runs besides the scenarios, after them
+EXTRA = ("resume", "max_tokens_auto")
 
 
 def log(msg: str) -> None:
@@ -50,13 +54,14 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=",".join(ORDER) + ",resume", help="comma-separated: scenarios and/or resume")
+    ap.add_argument("--only", default=",".join((*ORDER, *EXTRA)),
+                    help="comma-separated: scenarios, resume and/or max_tokens_auto")
     ap.add_argument("--rows-scale", type=int, default=PRESETS["scale"].rows)
     ap.add_argument("--quick", action="store_true", help="every preset at 2,000 rows; RESULTS.md untouched")
     ap.add_argument("--no-md", action="store_true", help="do not rewrite RESULTS.md")
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(only) - set(ORDER) - {"resume"}
+    unknown = set(only) - set(ORDER) - set(EXTRA)
     if unknown:
         ap.error(f"unknown: {', '.join(sorted(unknown))}")
     out = OUT_DIR
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     input_path, _ = ensure_data(scale_rows + resume_startup.LEFT, out / "data", log=log)
     results: dict[str, Any] = {}
     prev = out / "results.json"
-    if prev.exists() and set(only) != set(ORDER) | {"resume"}:
+    if prev.exists() and set(only) != {*ORDER, *EXTRA}:
         results = orjson.loads(prev.read_bytes())  # a partial rerun updates the figures it reruns
     for name in ORDER:
         if name not in only:
@@ -96,10 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             print(resume_startup.format_resume(res), flush=True)
             (out / "resume_startup.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")
             results["resume"] = res
+    if "max_tokens_auto" in only:
+        params = max_tokens_auto.Params(rows=100 if args.quick else max_tokens_auto.Params.rows)
+        res = max_tokens_auto.measure(params, "python benchmarks/run_all.py (python benchmarks/max_tokens_auto.py"
+                                      + (" --rows 100)" if args.quick else ")"))
+        print(max_tokens_auto.format_results(res), flush=True)
+        (out / "max_tokens_auto.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")
+        results["max_tokens_auto"] = res
     if args.quick:  # otherwise the scale run stays for the next resume measurement (benchmarks/out is ignored)
         shutil.rmtree(out / "runs" / "scale" / "run", ignore_errors=True)
     git = git_state()
-    for name in [*ORDER, "resume"]:
+    for name in [*ORDER, *EXTRA]:
         if name in only and name in results:
             results[name]["git"] = git
     results["_meta"] = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -147,7 +159,7 @@ def render(results: dict[str, Any]) -> str:
     meta = results.get("_meta", {})
     m = meta.get("machine", {})
     gits = sorted({r.get("git") or "?" for k, r in results.items() if not k.startswith("_")})
-    partial = set(meta.get("only") or ORDER) != {*ORDER, "resume"}
+    partial = set(meta.get("only") or ORDER) != {*ORDER, *EXTRA}
     lines = [
         BEGIN,
         "",
@@ -214,6 +226,8 @@ def render(results: dict[str, Any]) -> str:
             lines += _details(name, r)
     if rs:
         lines += _resume_details(rs)
+    if results.get("max_tokens_auto"):
+        lines += _max_tokens_details(results["max_tokens_auto"])
     lines += [END]
     return "\n".join(lines)
 
@@ -266,6 +280,29 @@ def _resume_details(rs: dict[str, Any]) -> list[str]:
     out.append("- in-process phases (engine functions timed one by one): "
                + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in rs["phases"].items()))
     out.append("")
+    return out
+
+
+def _max_tokens_details(r: dict[str, Any]) -> list[str]:
+    p, a = r["params"], r["arms"]
+    fixed, auto = a["fixed_4096"], a["auto"]
+    out = ["### `generation.max_tokens: auto` versus a fixed 4096 (issue 15)", "",
+           f"Command: `{r['command']}`; {r['date']}; engine at {r.get('git', '?')}; bench wall {r.get('bench_s')} s. "
+           f"{p['rows']:,} rows per arm against the mock ({p['latency_ms']} ms latency, {p['concurrency']} in flight) "
+           f"with {p['tpm']:,} tokens/min counted as prompt + max_tokens at admission (like OpenAI) and "
+           f"{p['ramble']:.0%} of answers rambling on to max_tokens; the engine is told the limit "
+           "(`tokens_per_minute`, `tpm_counts_max_tokens: true`).", "",
+           "| | fixed 4096 | auto |", "|---|---:|---:|"]
+    for label, key, spec in (("tokens reserved per request (prompt + max_tokens)", "reserved_tokens_per_request", ",.0f"),
+                             ("max_tokens per request", "max_tokens_per_request", ",.0f"),
+                             ("rows/s", "rows_per_s", ".2f"),
+                             ("output tokens paid", "output_tokens_paid", ","),
+                             ("output tokens paid on truncated (rambling) answers", "output_tokens_paid_on_truncated", ","),
+                             ("truncated rows", "truncated_rows", ","),
+                             ("truncation rate", "truncation_rate", ".2%"),
+                             ("429s of the mock's tokens limit", "mock_429_tpm", ",")):
+        out.append(f"| {label} | {format(fixed[key], spec)} | {format(auto[key], spec)} |")
+    out += ["", "Checks: " + "; ".join(f"{what}: {_ok(ok)}" for what, ok in r["checks"].items()), ""]
     return out
 
 

@@ -145,8 +145,9 @@ class ChatClient:
         return decode_completion(data, latency, rate, ctype)
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
-        """Model ids the endpoint serves; None when it has no /models route (404/405). A 2xx answer that is
-        not a model list (an HTML page, JSON of another shape) raises MalformedResponse."""
+        """Model ids the endpoint serves (a :class:`ModelList`: with the context lengths it reports); None when
+        it has no /models route (404/405). A 2xx answer that is not a model list (an HTML page, JSON of
+        another shape) raises MalformedResponse."""
         try:
             async with self.session.get(_route(url, "/models"), headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
@@ -163,14 +164,43 @@ class ChatClient:
         return decode_models(data, ctype)
 
 
-def decode_models(data: bytes, content_type: str | None = None) -> list[str]:
-    """The model ids of an OpenAI ``/models`` answer; MalformedResponse when it is not a model list."""
+#: keys of a ``/models`` entry that hold the model's context length in tokens: vLLM and SGLang
+#: (``max_model_len``), OpenRouter and others (``context_length``), Groq (``context_window``)
+CONTEXT_KEYS = ("max_model_len", "context_length", "context_window")
+
+
+class ModelList(list[str]):
+    """The model ids of a ``/models`` answer (a plain list of ids), plus ``context_lengths``: model id →
+    context length in tokens, for the entries that report one."""
+
+    def __init__(self, ids: list[str], context_lengths: dict[str, int] | None = None):
+        super().__init__(ids)
+        self.context_lengths: dict[str, int] = context_lengths or {}
+
+
+def _context_length(entry: dict[str, Any]) -> int | None:
+    for key in CONTEXT_KEYS:
+        v = entry.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def decode_models(data: bytes, content_type: str | None = None) -> ModelList:
+    """The model ids of an OpenAI ``/models`` answer, with the context lengths it reports (vLLM's
+    ``max_model_len``); MalformedResponse when it is not a model list."""
     try:
         obj = orjson.loads(data)
         models = obj["data"]
         if not isinstance(models, list):
             raise TypeError("data is not a list")
-        return [str(m["id"]) for m in models]
+        ids = [str(m["id"]) for m in models]
+        contexts = {}
+        for m, mid in zip(models, ids, strict=True):
+            n = _context_length(m)
+            if n is not None:
+                contexts[mid] = n
+        return ModelList(ids, contexts)
     except (orjson.JSONDecodeError, KeyError, TypeError, IndexError) as e:
         raw = data[:2000].decode("utf-8", "replace")
         if content_type and "json" not in content_type:

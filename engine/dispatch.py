@@ -102,6 +102,8 @@ class Endpoint:
         system_role: bool = True,
         query: dict[str, str] | None = None,
         clock: Callable[[], float] = loop_clock,
+        tpm_counts_max_tokens: bool = False,
+        context_length: int | None = None,
     ):
         self.name, self.url, self.model = name, url.rstrip("/"), model
         if query:  # the transport puts each route's path before it (Azure's ?api-version=...)
@@ -129,24 +131,56 @@ class Endpoint:
         self.expected_completion = expected_completion_tokens
         #: no system role: the system text is folded into the first user message when the body is built
         self.fold_system = not system_role
+        #: the endpoint's tokens/min limit charges prompt + max_tokens at admission (OpenAI): so does ours
+        self.tpm_counts_max_tokens = tpm_counts_max_tokens
+        mt = generation.get("max_tokens")
+        self._max_tokens = mt if isinstance(mt, int) else None  # the generation's (a row's own wins)
+        #: the model's context length in tokens (config, else GET /models; None: unknown)
+        self.context_length = context_length
         fields = {"model": model, **generation, **(extra_body or {})}
         fields = {k: v for k, v in fields.items() if v is not None or k not in (extra_body or {})}
         self._prefix = orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS)[:-1] + b',"messages":'
         #: what makes this endpoint's requests differ from another's for the same messages (the request key)
         self._key_prefix = self._prefix + (b"\x00system_role=false" if self.fold_system else b"")
 
-    def request_key(self, messages_json: bytes) -> str:
+    @property
+    def prefix(self) -> bytes:
+        """The body's bytes before the messages (model, generation, extra_body)."""
+        return self._prefix
+
+    def request_key(self, messages_json: bytes, max_tokens: int | None = None) -> str:
         """The content key of this endpoint's request for these messages (``records.request_key`` of its body
-        prefix: model, generation, extra_body; plus the system-role fold, which changes the messages sent)."""
-        return request_key(self._key_prefix, messages_json)
+        prefix: model, generation, extra_body; the system-role fold, which changes the messages sent; and a
+        row's own ``max_tokens``)."""
+        return request_key(self._key_prefix, messages_json, max_tokens)
 
     def body(self, item: WorkItem) -> bytes:
+        """The request body; a row with its own budget (``generation.max_tokens: auto``, the prefix has
+        no max_tokens then) carries it at the end."""
         if self.fold_system:  # this endpoint's model has no system role
-            return self._prefix + orjson.dumps(fold_system(item.messages)) + b"}"
-        return self._prefix + (item.messages_json or orjson.dumps(item.messages)) + b"}"
+            messages = orjson.dumps(fold_system(item.messages))
+        else:
+            messages = item.messages_json or orjson.dumps(item.messages)
+        if item.max_tokens is None:
+            return self._prefix + messages + b"}"
+        return self._prefix + messages + b',"max_tokens":%d}' % item.max_tokens
 
     def cost(self, item: WorkItem) -> float:
+        """Tokens the tokens/min limiter charges when the row is sent: prompt + its max_tokens where the
+        endpoint counts max_tokens at admission, else prompt + the expected completion (within the budget)."""
+        budget = item.max_tokens or self._max_tokens
+        if self.tpm_counts_max_tokens and budget is not None:
+            return float(item.prompt_tokens_est + budget)
+        if budget is not None and budget < self.expected_completion:
+            return float(item.prompt_tokens_est + budget)
         return float(item.prompt_tokens_est + self.expected_completion)
+
+    def charged(self, item: WorkItem, prompt_tokens: int, completion_tokens: int) -> int:
+        """Tokens the endpoint counted for an answered row (the limiter is refunded the rest of ``cost``)."""
+        budget = item.max_tokens or self._max_tokens
+        if self.tpm_counts_max_tokens and budget is not None:
+            return prompt_tokens + budget
+        return prompt_tokens + completion_tokens
 
     def apply_controller(self) -> None:
         c = self.controller
@@ -567,7 +601,7 @@ class Pool:
         if ct:
             ep.expected_completion = int(0.9 * ep.expected_completion + 0.1 * ct)
         if ep.tpm is not None and (pt or ct):
-            ep.tpm.refund(ep.cost(item) - (pt + ct))
+            ep.tpm.refund(ep.cost(item) - ep.charged(item, pt, ct))
         ep.breaker.record_success()
         ep.breaker_changed.set()
         if self.paused and ep.breaker.state == "closed":  # a probe succeeded (a stale answer leaves it open)

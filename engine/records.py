@@ -7,8 +7,8 @@ and, when the engine fills it, a line in the builder that knows its value) plus 
 Two kinds of row, written to two kinds of shard:
 
 * ``data/``: a usable revision, with ``status`` in :data:`DATA_STATUSES`;
-* ``failures/``: no usable revision, with ``error_kind`` (:data:`PARSE_FAILURES`, ``invalid_input`` or an
-  endpoint error's kind) and ``error_message``.
+* ``failures/``: no usable revision, with ``error_kind`` (:data:`PARSE_FAILURES`, ``invalid_input``,
+  ``prompt_too_long`` or an endpoint error's kind) and ``error_message``.
 
 A record is a plain dict on its way to the journal; a record whose ``error_kind`` is not null is a
 failure row. The minimality columns are computed at compaction, for whole chunks (``store``).
@@ -35,6 +35,8 @@ DATA_STATUSES = (OK, TRUNCATED, WORSENED)
 PARSE_FAILURES = frozenset({"no_marker", "empty_revision", "truncated_no_revision", "empty_output"})
 #: the row's own task or answer is empty (no request is made)
 INVALID_INPUT = "invalid_input"
+#: the row's prompt alone fills the endpoint's context, leaving no room for an answer (no request is made)
+PROMPT_TOO_LONG = "prompt_too_long"
 #: error messages are cut to this many characters
 MAX_MESSAGE = 1000
 
@@ -73,6 +75,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("parser_version", pa.string()),
     Column("request_key", pa.string()),
     Column("reused_from", pa.string()),
+    Column("max_tokens", pa.int64()),  # the output budget the request was sent with (null: never sent)
     Column("jaccard", pa.float64(), "data"),
     Column("levenshtein", pa.int64(), "data"),
     Column("length_ratio", pa.float64(), "data"),
@@ -129,11 +132,14 @@ def is_truncated(finish_reason: str | None, completion_tokens: int | None, max_t
     return finish_reason == "length" or (completion_tokens is not None and completion_tokens >= max_tokens)
 
 
-def request_key(body_prefix: bytes, messages_json: bytes) -> str:
-    """The content key of a request: a hash of its body (model, generation parameters, messages). The same
-    request has the same key in every run, so a stored answer can be found instead of bought again."""
+def request_key(body_prefix: bytes, messages_json: bytes, max_tokens: int | None = None) -> str:
+    """The content key of a request: a hash of its body (model, generation parameters, messages, and the
+    row's own ``max_tokens`` when it has one: ``generation.max_tokens: auto``). The same request has the
+    same key in every run, so a stored answer can be found instead of bought again."""
     h = hashlib.blake2b(body_prefix, digest_size=16)
     h.update(messages_json)
+    if max_tokens is not None:
+        h.update(b',"max_tokens":%d' % max_tokens)
     return h.hexdigest()
 
 
@@ -157,12 +163,15 @@ def completion_record(
     reused_from: str | None = None,
 ) -> dict[str, Any]:
     """An answer → a data record (usable revision) or a failure record (it could not be parsed).
-    ``reused_from``: the run directory whose stored answer this is (no request was sent)."""
+    ``reused_from``: the run directory whose stored answer this is (no request was sent).
+    ``max_tokens``: the generation's; a row with its own budget (``item.max_tokens``) is judged by that."""
+    budget = item.max_tokens or max_tokens
     pr = parse_answer(
-        comp.content, truncated=is_truncated(comp.finish_reason, comp.completion_tokens, max_tokens), markers=markers
+        comp.content, truncated=is_truncated(comp.finish_reason, comp.completion_tokens, budget), markers=markers
     )
     rec = _base(item, model, endpoint)
     rec.update(
+        max_tokens=budget,
         served_model=comp.model,
         finish_reason=comp.finish_reason,
         prompt_tokens=comp.prompt_tokens,
@@ -182,11 +191,14 @@ def completion_record(
 
 
 def failure_record(
-    item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None, endpoint: str | None
+    item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None, endpoint: str | None,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """A row with no answer to parse (an endpoint error after the retries, or invalid input)."""
+    """A row with no answer to parse (an endpoint error after the retries, or a row never sent).
+    ``max_tokens``: the generation's, for a row that was sent (its own budget wins)."""
     rec = _base(item, model, endpoint)
-    rec.update(error_kind=kind, error_message=message[:MAX_MESSAGE], raw_output=raw)
+    rec.update(error_kind=kind, error_message=message[:MAX_MESSAGE], raw_output=raw,
+               max_tokens=item.max_tokens or max_tokens)
     return rec
 
 
@@ -196,11 +208,23 @@ def invalid_input_record(item: WorkItem) -> dict[str, Any]:
     return failure_record(item, INVALID_INPUT, f"the row's {which} is empty or missing", None, model=None, endpoint=None)
 
 
+def prompt_too_long_record(item: WorkItem, context_length: int) -> dict[str, Any]:
+    """A row whose prompt alone fills the context: recorded, never sent."""
+    return failure_record(
+        item, PROMPT_TOO_LONG,
+        f"the prompt (~{item.prompt_tokens_est} tokens, estimated) leaves no room for an answer in the "
+        f"endpoint's context of {context_length} tokens",
+        None, model=None, endpoint=None,
+    )
+
+
 def reparse_record(row: dict[str, Any], markers: Markers, max_tokens: int) -> dict[str, Any]:
-    """A stored row (either kind) parsed again from its ``raw_output`` with this version's parser."""
+    """A stored row (either kind) parsed again from its ``raw_output`` with this version's parser
+    (``max_tokens``: the run's; the row's own ``max_tokens`` column wins)."""
     pr = parse_answer(
         row.get("raw_output"),
-        truncated=is_truncated(row.get("finish_reason"), row.get("completion_tokens"), max_tokens),
+        truncated=is_truncated(row.get("finish_reason"), row.get("completion_tokens"),
+                               row.get("max_tokens") or max_tokens),
         markers=markers,
     )
     out = {k: v for k, v in row.items() if k not in DATA_ONLY and k not in FAILURE_ONLY}

@@ -152,7 +152,11 @@ def test_defaults_of_a_minimal_config() -> None:
     assert cfg.input.precheck is True
     assert from_dict(with_(input={"path": "in.parquet", "precheck": False})).input.precheck is False
     assert cfg.prompt.variant == "distilabel" and cfg.prompt.template_file is None
-    assert cfg.generation == {"temperature": 0.7, "max_tokens": 4096}  # CLAIR's reference sampling
+    # CLAIR's reference sampling, with a budget per row instead of one max_tokens for all
+    assert cfg.generation == {"temperature": 0.7, "max_tokens": "auto"}
+    assert cfg.max_tokens_is_auto and cfg.max_tokens == 4096  # the most a row may get: max_tokens_auto.cap
+    assert dataclasses.astuple(cfg.max_tokens_auto) == (4096, 1.5, 512)
+    assert cfg.request_generation == {"temperature": 0.7}  # each request carries its own max_tokens
     assert cfg.output.keep_input_columns is True
     assert cfg.run.max_pause_s == 900.0  # every endpoint failing for 15 minutes stops a run (exit 75)
     e = cfg.endpoints[0]
@@ -374,6 +378,10 @@ def test_api_key_env_valid_names() -> None:
         ({"requests_per_minute": 0}, r"endpoints\[0\]\.requests_per_minute must be > 0 \(or null for no limit\)"),
         ({"tokens_per_minute": -5}, r"endpoints\[0\]\.tokens_per_minute must be > 0 \(or null for no limit\)"),
         ({"weight": 0}, r"endpoints\[0\]\.weight must be > 0"),
+        ({"context_length": 1}, r"^endpoints\[0\]\.context_length must be an integer >= 2 \(tokens\), or null to ask "
+                                r"GET /models$"),
+        ({"context_length": "8k"}, r"^endpoints\[0\]\.context_length must be an integer, got '8k'$"),
+        ({"tpm_counts_max_tokens": "yes"}, r"^endpoints\[0\]\.tpm_counts_max_tokens must be true or false"),
     ],
 )
 def test_endpoint_checks(kw: dict[str, Any], message: str) -> None:
@@ -454,9 +462,10 @@ def test_endpoint_missing_url_names_its_index() -> None:
         ({"model": "x"}, r"generation: 'messages', 'model' and 'stream' are set by the engine; remove them"),
         ({"messages": []}, r"generation: 'messages', 'model' and 'stream' are set by the engine"),
         ({"stream": True}, r"generation: 'messages', 'model' and 'stream' are set by the engine"),
-        ({"max_tokens": 0}, r"generation\.max_tokens must be a positive integer"),
-        ({"max_tokens": "4096"}, r"generation\.max_tokens must be a positive integer"),
-        ({"max_tokens": True}, r"generation\.max_tokens must be a positive integer"),
+        ({"max_tokens": 0}, r"^generation\.max_tokens must be a positive integer or auto \(a budget per row\)$"),
+        ({"max_tokens": "4096"}, r"generation\.max_tokens must be a positive integer or auto"),
+        ({"max_tokens": True}, r"generation\.max_tokens must be a positive integer or auto"),
+        ({"max_tokens": "Auto"}, r"generation\.max_tokens must be a positive integer or auto"),
         ({"temperature": -0.1}, r"generation\.temperature must be a number >= 0"),
         ({"temperature": "hot"}, r"generation\.temperature must be a number >= 0"),
         ({"extra_body": {"top_k": 20}}, r"^generation\.extra_body would reach the server as one unknown field; write "
@@ -475,10 +484,14 @@ def test_generation_passthrough_of_other_keys() -> None:
     cfg = from_dict(with_(generation=gen))
     assert cfg.generation == gen
     # keys add to CLAIR's reference sampling; null removes a key (o-series models reject temperature)
-    assert from_dict(with_(generation=None)).generation == {"temperature": 0.7, "max_tokens": 4096}
-    assert from_dict(with_(generation={"seed": 1})).generation == {"temperature": 0.7, "max_tokens": 4096,
+    assert from_dict(with_(generation=None)).generation == {"temperature": 0.7, "max_tokens": "auto"}
+    assert from_dict(with_(generation={"seed": 1})).generation == {"temperature": 0.7, "max_tokens": "auto",
                                                                      "seed": 1}
-    assert from_dict(with_(generation={"temperature": None})).generation == {"max_tokens": 4096}
+    assert from_dict(with_(generation={"temperature": None})).generation == {"max_tokens": "auto"}
+    fixed = from_dict(with_(generation={"max_tokens": 4096}))
+    assert not fixed.max_tokens_is_auto and fixed.request_generation == fixed.generation
+    no_limit = from_dict(with_(generation={"max_tokens": None}))
+    assert no_limit.generation == {"temperature": 0.7} and no_limit.max_tokens == 4096  # not sent
 
 
 MAX_PAUSE = (r"run\.max_pause_s must be a number of seconds > 0 "
@@ -503,6 +516,13 @@ MAX_PAUSE = (r"run\.max_pause_s must be a number of seconds > 0 "
         ("run", {"max_pause_s": 0}, MAX_PAUSE),
         ("run", {"max_pause_s": -60}, MAX_PAUSE),
         ("run", {"max_pause_s": float("inf")}, MAX_PAUSE),
+        ("max_tokens_auto", {"cap": 0}, r"^max_tokens_auto\.cap must be >= 1 \(tokens\)$"),
+        ("max_tokens_auto", {"k": 0}, r"^max_tokens_auto\.k must be > 0 and <= 100 \(output tokens per "
+                                      r"student-answer token\)$"),
+        ("max_tokens_auto", {"k": 101}, r"^max_tokens_auto\.k must be > 0 and <= 100"),
+        ("max_tokens_auto", {"margin": -1}, r"^max_tokens_auto\.margin must be >= 0 \(tokens for the rationale\)$"),
+        ("max_tokens_auto", {"cap": 1.5}, r"^max_tokens_auto\.cap must be an integer, got 1\.5$"),
+        ("max_tokens_auto", {"kk": 1}, r"^unknown config key max_tokens_auto\.kk; known keys here: cap, k, margin$"),
     ],
 )
 def test_section_checks(section: str, value: dict[str, Any], message: str) -> None:

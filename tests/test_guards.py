@@ -417,7 +417,7 @@ def test_dry_run_says_when_the_estimate_and_its_worst_case_fit(tmp_path: Path) -
     out = clair("run", cfg, "--dry-run", "--set", "budget.max_output_tokens=3500").stdout
     assert "budget: budget.max_output_tokens 3,500 output tokens: the estimate (7,000 output tokens) does NOT fit: " \
            "the run would stop (exit 3, resumable) after about 50% of the requests" in out
-    assert "budget:" not in clair("run", cfg, "--dry-run").stdout
+    assert "budget: budget." not in clair("run", cfg, "--dry-run").stdout  # no budget set: no budget line
 
 
 def _guard_stop_and_resume(tmp_path: Path, mock_args: list[str], n: int, start: str,

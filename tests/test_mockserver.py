@@ -483,7 +483,7 @@ async def test_stats_counters_and_reset() -> None:
         assert st["prompt_tokens"] > 0 and st["completion_tokens"] > 0
         assert st["cpu_s"] > 0 and st["uptime_s"] >= 0
         assert set(st["faults"]) == {"429", "500", "503", "hang", "drop", "malformed", "no_marker", "identical",
-                                     "fail_after"}
+                                     "ramble", "fail_after"}
         async with s.post("/stats/reset") as r:
             zero = await r.json()
         assert zero["requests"] == zero["completions"] == zero["peak_in_flight"] == 0 and zero["status"] == {}
@@ -553,3 +553,62 @@ def test_cli_rejects_missing_key_env(capsys: pytest.CaptureFixture[str]) -> None
     assert mock_main(["--api-key-env", "CLAIR_SURELY_UNSET_VAR_123"]) == 2
     assert "CLAIR_SURELY_UNSET_VAR_123" in capsys.readouterr().err
     assert mock_main(["--rate-500", "2"]) == 2
+
+
+# ------------------------------------------------------------------------- issue 15: budgets and context
+
+
+async def test_ramble_runs_on_to_max_tokens_with_finish_reason_length() -> None:
+    sol = SOLUTIONS[2]
+    async with served(rate_ramble=1.0) as s:
+        async with s.post("/v1/chat/completions", json=chat_body(sol, max_tokens=900)) as r:
+            d = await r.json()
+        async with s.post("/v1/chat/completions", json=chat_body(sol)) as r:  # no max_tokens: 4096
+            d2 = await r.json()
+        st = await stats(s)
+    text = d["choices"][0]["message"]["content"]
+    assert d["choices"][0]["finish_reason"] == "length" and d["usage"]["completion_tokens"] == 900
+    assert len(text) == 900 * 4 and text.startswith(build_answer(sol, answer_style(sol)))  # the answer, run on
+    assert d2["usage"]["completion_tokens"] == 4096 and d2["choices"][0]["finish_reason"] == "length"
+    assert st["faults"]["ramble"] == 2 and st["completion_tokens"] == 900 + 4096
+    async with served(rate_ramble=0.05, seed=1) as s:
+        finishes = []
+        for _ in range(200):
+            async with s.post("/v1/chat/completions", json=chat_body(sol, max_tokens=2000)) as r:
+                finishes.append((await r.json())["choices"][0]["finish_reason"])
+        st = await stats(s)
+    assert finishes.count("length") == st["faults"]["ramble"] and 2 <= st["faults"]["ramble"] <= 25
+
+
+async def test_tpm_counts_usage_charges_the_completion_after_the_answer() -> None:
+    body = chat_body("x", max_tokens=800)
+    async with served(tpm=60_000, tpm_counts="usage") as s:  # 1000 tokens per second
+        async with s.post("/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+            d = await r.json()
+            p, c = d["usage"]["prompt_tokens"], d["usage"]["completion_tokens"]
+            remaining = int(r.headers["x-ratelimit-remaining-tokens"])
+            assert 1000 - p - 5 <= remaining <= 1000 - p  # admission: the prompt only, not max_tokens
+        async with s.post("/v1/chat/completions", json=body) as r:
+            # the first answer's completion was charged afterwards: this one waits for it
+            left = 1000 - p - c
+            assert (r.status == 200) == (left >= p)
+    with pytest.raises(ValueError, match="tpm_counts must be one of: max_tokens, usage"):
+        MockConfig(tpm_counts="estimate")
+
+
+async def test_context_length_is_reported_like_vllm_and_enforced() -> None:
+    async with served(context_length=1000) as s:
+        async with s.get("/v1/models") as r:
+            entry = (await r.json())["data"][0]
+        async with s.post("/v1/chat/completions", json=chat_body("x", max_tokens=300)) as r:
+            assert r.status == 200
+            p = (await r.json())["usage"]["prompt_tokens"]
+        async with s.post("/v1/chat/completions", json=chat_body("x", max_tokens=1000 - p + 1)) as r:
+            assert r.status == 400
+            msg = (await r.json())["error"]["message"]
+    assert entry["max_model_len"] == 1000
+    assert msg.startswith("This model's maximum context length is 1000 tokens. However, you requested 1001 tokens")
+    async with served() as s:
+        async with s.get("/v1/models") as r:
+            assert "max_model_len" not in (await r.json())["data"][0]

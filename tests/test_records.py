@@ -32,7 +32,7 @@ def test_schemas_match_the_shards_of_a_format_1_run_directory() -> None:
         # today's schema is format 1's plus the columns added since, which an old run never gets
         now = build(pa.int64(), kept).remove_metadata()
         added = [n for n in now.names if n not in old.names]
-        assert added == ["request_key", "reused_from"]
+        assert added == ["request_key", "reused_from", "max_tokens"]
         for n in added:
             now = now.remove(now.get_field_index(n))
         assert now == old.remove_metadata()

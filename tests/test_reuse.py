@@ -154,6 +154,8 @@ def test_new_run_after_kill9_reuses_the_journaled_answers(tmp_path: Path) -> Non
         p.wait()
         journaled = sum(len(read_segment(s)[0]) for s in list_segments(journal))
         assert 60 <= journaled < 300 and not list((tmp_path / "run" / "data").glob("*.parquet"))
+        while m.stats().get("in_flight") and time.monotonic() < deadline + 30:  # the killed run's last requests
+            time.sleep(0.05)
         before = _served(m)
         r = clair("run", str(cfg), "--new-run")
         assert r.returncode == 0, r.stderr

@@ -25,7 +25,7 @@ from engine.core.types import Message, WorkItem
 from engine.dispatch import Endpoint, fold_system
 from engine.prompts import builtin_template, render
 from engine.runner.startup import make_endpoints, startup_check
-from engine.stages import load_prompt, make_fingerprint, open_source
+from engine.stages import keep_run_max_tokens, load_prompt, make_fingerprint, open_source
 from engine.store import manifest as mf
 from engine.tools.mockserver import build_answer, mock_revision
 from engine.tools.mockserver.protocol import extract_solution, read_prompt
@@ -44,6 +44,7 @@ def _ep(**kw: Any) -> Endpoint:
 
 
 def _cfg(*endpoints: dict[str, Any], **sections: Any) -> JobConfig:
+    sections.setdefault("generation", {"max_tokens": 4096})  # a fixed budget: it stays in the body's prefix
     return from_dict({"input": {"path": "in.jsonl"}, "endpoints": list(endpoints), **sections})
 
 
@@ -172,10 +173,10 @@ def test_the_format_v1_run_keeps_its_fingerprint(monkeypatch: pytest.MonkeyPatch
     manifest = orjson.loads((fixture / "run_v1" / "manifest.json").read_bytes())
     monkeypatch.chdir(fixture)
     for extra in ([], ["endpoints.0.extra_body={}", "endpoints.0.system_role=true"]):
-        cfg = load_config("job.yaml", extra)
+        cfg, _ = keep_run_max_tokens(load_config("job.yaml", extra), manifest["fingerprint"])  # as a resume does
         fp = make_fingerprint(cfg, open_source(cfg), load_prompt(cfg))
         assert mf.fingerprint_hash(fp) == manifest["fingerprint_hash"]
-    cfg = load_config("job.yaml", ["endpoints.0.system_role=false"])
+    cfg, _ = keep_run_max_tokens(load_config("job.yaml", ["endpoints.0.system_role=false"]), manifest["fingerprint"])
     assert mf.fingerprint_hash(make_fingerprint(cfg, open_source(cfg), load_prompt(cfg))) != manifest[
         "fingerprint_hash"]
 

@@ -12,11 +12,15 @@ the output says which counter was used.
 
 Assumptions (printed with the figures):
 
-* completion tokens per request = ``min(generation.max_tokens, 700)`` (CLAIR.md: a revision with its
-  reasoning is ~700 tokens, 170-1,000);
+* completion tokens per request = ``min(its max_tokens, 700)`` (CLAIR.md: a revision with its reasoning is
+  ~700 tokens, 170-1,000); with ``generation.max_tokens: auto`` each row's max_tokens is the budget the run
+  would send (``stages.AutoBudget``, from the engine's token estimate and ``endpoints[].context_length``:
+  the dry run asks no /models), and rows whose prompt fills the context are counted as not sent;
+* the output budget (the sum of the max_tokens the requests would carry) bounds what the output can cost;
 * one call takes ``latency_s`` seconds (default 30 s, a GPT-4-class endpoint);
 * per endpoint, requests/s = min(effective concurrency / latency, requests_per_minute / 60,
-  tokens_per_minute / 60 / (mean prompt tokens + expected completion tokens)); endpoints add up
+  tokens_per_minute / 60 / (mean prompt tokens + expected completion tokens, or + mean max_tokens for
+  an endpoint with ``tpm_counts_max_tokens``)); endpoints add up
   (dispatch is work-stealing). Retries, 429s and the adaptive controller's slow start only add time.
 
 With a ``budget:`` (``with_budget``), the output also says whether the estimate fits it, and whether the
@@ -38,7 +42,7 @@ from engine.core.types import Message
 from engine.policy.budget import earlier_spending
 from engine.preflight import preflight
 from engine.prompts import estimate_tokens, render
-from engine.stages import load_prompt, open_source
+from engine.stages import auto_budget, load_prompt, open_source, smallest_context, text_tokens
 from engine.store import read_manifest
 
 __all__ = [
@@ -183,6 +187,17 @@ class DryRunEstimate:
     #: what the run directory's earlier sessions spent (the budget counts it)
     spent_before_usd: float | None = None
     spent_before_output_tokens: int | None = None
+    max_tokens_auto: bool = False  # generation.max_tokens: auto (a budget per row)
+    budget_tokens: int = 0  # the sum of the requests' max_tokens: the most their output can be
+    budget_tokens_min: int | None = None  # the smallest and largest max_tokens of a request
+    budget_tokens_max: int | None = None
+    context_length: int | None = None  # the context the auto budget was computed with (config only)
+    prompt_too_long: int = 0  # rows whose prompt fills the context: recorded as prompt_too_long, not sent
+    max_cost_usd: float | None = None  # prompts + the output budget, at the config's prices
+
+    @property
+    def budget_tokens_mean(self) -> float:
+        return self.budget_tokens / self.requests if self.requests else 0.0
 
     @property
     def prompt_tokens_mean(self) -> float:
@@ -191,12 +206,17 @@ class DryRunEstimate:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["prompt_tokens_mean"] = self.prompt_tokens_mean
+        d["budget_tokens_mean"] = self.budget_tokens_mean
         return d
 
 
 def endpoint_throughput(ep: EndpointConfig, *, latency_s: float, tokens_per_request: float,
-                        index: int = 0) -> EndpointEstimate:
-    """Requests/s one endpoint sustains under its limits (the smallest bound wins)."""
+                        index: int = 0, admission_tokens_per_request: float | None = None) -> EndpointEstimate:
+    """Requests/s one endpoint sustains under its limits (the smallest bound wins). An endpoint whose
+    tokens/min limit counts max_tokens at admission is charged ``admission_tokens_per_request`` (prompt +
+    max_tokens) when given."""
+    if ep.tpm_counts_max_tokens and admission_tokens_per_request is not None:
+        tokens_per_request = admission_tokens_per_request
     if latency_s <= 0:
         raise ConfigError("the assumed latency must be > 0 seconds")
     conc = max(1, round(ep.max_concurrency * ep.weight)) if ep.weight != 1.0 else ep.max_concurrency
@@ -239,13 +259,19 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
         preflight(source)  # a dry run is how a config is tested: the same check as a run
     if counter is None:
         counter = make_counter(cfg.endpoints[0].model if cfg.endpoints else None)
-    rows = requests = total = 0
+    context = smallest_context([ep.context_length for ep in cfg.endpoints])
+    budget = auto_budget(cfg, context)
+    typical = completion_tokens if completion_tokens is not None else TYPICAL_COMPLETION_TOKENS
+    rows = requests = total = too_long = completion = budget_total = 0
     lo: int | None = None
     hi: int | None = None
+    blo: int | None = None
+    bhi: int | None = None
     notes: list[str] = []
     for prepared in source.batches():
         rows += len(prepared.row_ids)
-        batch = [render(template, t, s) for t, s in zip(prepared.tasks, prepared.solutions, strict=True) if t and s]
+        pairs = [(t, s) for t, s in zip(prepared.tasks, prepared.solutions, strict=True) if t and s]
+        batch = [render(template, t, s) for t, s in pairs]
         if not batch:
             continue
         try:
@@ -254,21 +280,36 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
             notes.append(f"{counter.name} failed ({type(e).__name__}); the estimate counted from row {rows - len(prepared.row_ids)} on")
             counter = _estimate_counter(counter.note)
             counts = counter.count(batch)
-        requests += len(batch)
+        if budget is not None:  # the budget each row would be sent with (from the engine's estimate, as a run)
+            budgets = [budget(estimate_tokens(m), text_tokens(s)) for m, (_, s) in zip(batch, pairs, strict=True)]
+            too_long += sum(1 for b in budgets if b < 1)
+            counts = [c for c, b in zip(counts, budgets, strict=True) if b >= 1]
+            budgets = [b for b in budgets if b >= 1]
+        else:
+            budgets = [cfg.max_tokens] * len(counts)
+        if not counts:
+            continue
+        requests += len(counts)
         total += sum(counts)
+        budget_total += sum(budgets)
+        completion += sum(min(b, typical) for b in budgets)
         lo = min(counts) if lo is None else min(lo, min(counts))
         hi = max(counts) if hi is None else max(hi, max(counts))
-    per = completion_tokens if completion_tokens is not None else min(cfg.max_tokens, TYPICAL_COMPLETION_TOKENS)
-    completion = requests * per
-    tokens_per_request = (total / requests if requests else 0.0) + per
-    eps = [endpoint_throughput(ep, latency_s=latency_s, tokens_per_request=tokens_per_request, index=i)
+        blo = min(budgets) if blo is None else min(blo, min(budgets))
+        bhi = max(budgets) if bhi is None else max(bhi, max(budgets))
+    per = round(completion / requests) if requests else min(cfg.max_tokens, typical)
+    mean_prompt = total / requests if requests else 0.0
+    tokens_per_request = mean_prompt + (completion / requests if requests else per)
+    admission = mean_prompt + (budget_total / requests if requests else cfg.max_tokens)
+    eps = [endpoint_throughput(ep, latency_s=latency_s, tokens_per_request=tokens_per_request, index=i,
+                               admission_tokens_per_request=admission)
            for i, ep in enumerate(cfg.endpoints)]
     rps = sum(e.rps for e in eps)
     duration = requests / rps if requests and rps > 0 else 0.0
     p = cfg.pricing
     priced = p.input_per_million is not None or p.output_per_million is not None
     return DryRunEstimate(
-        rows=rows, requests=requests, invalid_rows=rows - requests,
+        rows=rows, requests=requests, invalid_rows=rows - requests - too_long,
         prompt_tokens=total, prompt_tokens_min=lo, prompt_tokens_max=hi,
         completion_tokens_per_request=per, completion_tokens=completion,
         token_counter=counter.name, token_counter_note=counter.note,
@@ -279,6 +320,8 @@ def estimate(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S, completion
         max_tokens=cfg.max_tokens,
         prompt=f"file {cfg.prompt.template_file}" if cfg.prompt.template_file else f"variant {cfg.prompt.variant}",
         run_dir=str(cfg.run_dir), rows_in_run_dir=_rows_in_run_dir(cfg), notes=notes,
+        max_tokens_auto=budget is not None, budget_tokens=budget_total, budget_tokens_min=blo, budget_tokens_max=bhi,
+        context_length=context, prompt_too_long=too_long, max_cost_usd=cfg.pricing.cost_usd(total, budget_total),
     )
 
 
@@ -287,7 +330,7 @@ def with_budget(e: DryRunEstimate, cfg: JobConfig) -> DryRunEstimate:
     b = cfg.budget
     if b.max_usd is None and b.max_output_tokens is None:
         return e
-    worst_out = e.requests * e.max_tokens
+    worst_out = e.budget_tokens if e.budget_tokens else e.requests * e.max_tokens  # every answer at its max_tokens
     before_prompt = before_out = 0
     try:
         m = read_manifest(cfg.run_dir) if cfg.run_dir.is_dir() else None
@@ -364,15 +407,31 @@ def format_estimate(e: DryRunEstimate) -> str:
     if e.token_counter_note:
         lines.append(f"  counter note: {e.token_counter_note}")
     lines.extend(f"  note: {n}" for n in e.notes)
-    lines.append(
-        f"completion tokens: {e.completion_tokens:,} expected = {e.requests:,} x {e.completion_tokens_per_request:,} "
-        f"(assumption: min(max_tokens {e.max_tokens:,}, {TYPICAL_COMPLETION_TOKENS}); a CLAIR answer is ~700 tokens)"
-    )
+    if e.max_tokens_auto:
+        ctx = f"context {e.context_length:,}" if e.context_length else \
+            "no context length known: set endpoints[].context_length (a run also asks GET /models)"
+        lines.append(f"max_tokens: auto, per row: mean {e.budget_tokens_mean:,.0f}, min {e.budget_tokens_min or 0:,}, "
+                     f"max {e.budget_tokens_max or 0:,} (cap {e.max_tokens:,}; {ctx})")
+        if e.prompt_too_long:
+            lines.append(f"  {e.prompt_too_long:,} rows whose prompt fills the context: recorded as prompt_too_long, "
+                         "not sent")
+        lines.append(
+            f"completion tokens: {e.completion_tokens:,} expected = {e.requests:,} x {e.completion_tokens_per_request:,} "
+            f"on average (assumption: min(the row's max_tokens, {TYPICAL_COMPLETION_TOKENS}); a CLAIR answer is ~700 "
+            "tokens)"
+        )
+    else:
+        lines.append(
+            f"completion tokens: {e.completion_tokens:,} expected = {e.requests:,} x {e.completion_tokens_per_request:,} "
+            f"(assumption: min(max_tokens {e.max_tokens:,}, {TYPICAL_COMPLETION_TOKENS}); a CLAIR answer is ~700 tokens)"
+        )
+    lines.append(f"output budget: {e.budget_tokens:,} tokens at most (the sum of the requests' max_tokens)")
     if e.cost_usd is None:
         lines.append("cost: not estimated (set pricing.input_per_million and pricing.output_per_million)")
     else:
         lines.append(f"cost: ${e.cost_usd:,.2f} = ${e.input_cost_usd:,.2f} input + ${e.output_cost_usd:,.2f} output "
-                     "(config pricing; completion tokens assumed as above)")
+                     f"(config pricing; completion tokens assumed as above); at most ${e.max_cost_usd or 0:,.2f} "
+                     "if every answer used its whole max_tokens")
     lines.append(f"throughput: {e.requests_per_s:,.2f} requests/s (assumption: {e.latency_s:g}s per call)")
     for ep in e.endpoints:
         lines.append(f"  {ep.name} ({ep.model}): {ep.rps:,.2f}/s, bound by {ep.bound} "

@@ -30,7 +30,9 @@ def reparse_run(run_dir: Path) -> dict[str, int]:
         manifest = store.manifest
         m = manifest.get("markers") or {}
         markers = Markers(**{k: tuple(v) for k, v in m.items()}) if m else Markers()
-        max_tokens = int(((manifest.get("config") or {}).get("generation") or {}).get("max_tokens") or 4096)
+        config = manifest.get("config") or {}
+        mt = (config.get("generation") or {}).get("max_tokens")  # "auto": each row's max_tokens column
+        max_tokens = mt if isinstance(mt, int) else int((config.get("max_tokens_auto") or {}).get("cap") or 4096)
         stats = {"rows": 0, "to_data": 0, "to_failures": 0, "changed": 0}
         for n in store.shard_numbers():
             old = {k: store.read_shard(k, n) for k in (DATA, FAILURES)}

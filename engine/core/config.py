@@ -22,8 +22,11 @@ import yaml
 
 from engine.core.errors import ConfigError
 
-#: CLAIR's reference sampling; user keys add to it, and a key set to null removes it
-DEFAULT_GENERATION: dict[str, Any] = {"temperature": 0.7, "max_tokens": 4096}
+#: ``generation.max_tokens: auto``: each row gets its own output budget (``max_tokens_auto``)
+AUTO = "auto"
+#: CLAIR's reference sampling (temperature 0.7), with a per-row output budget instead of one max_tokens
+#: for every row; user keys add to it, and a key set to null removes it
+DEFAULT_GENERATION: dict[str, Any] = {"temperature": 0.7, "max_tokens": AUTO}
 VARIANTS = ("distilabel", "contextualai", "length-preserving")
 SECRET_KEY_RE = re.compile(r"(^|_)(api_?key|key|secret|password|authorization|token)$")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -139,6 +142,10 @@ class EndpointConfig:
     #: false: the model has no system role; the system text is folded into the first user message
     system_role: bool = True
     azure: AzureConfig | None = None
+    #: the model's context length in tokens (prompt + answer); None: from GET /models when it reports one
+    context_length: int | None = None
+    #: the endpoint's tokens/min limit counts a request's max_tokens when admitting it (OpenAI does)
+    tpm_counts_max_tokens: bool = False
 
     def check(self, where: str) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -155,6 +162,8 @@ class EndpointConfig:
             raise ConfigError(f"{where}.weight must be > 0")
         if self.api_key_env is not None and not _ENV_NAME_RE.fullmatch(self.api_key_env):
             raise ConfigError(f"{where}.api_key_env must be the NAME of an environment variable, not the key itself")
+        if self.context_length is not None and self.context_length < 2:
+            raise ConfigError(f"{where}.context_length must be an integer >= 2 (tokens), or null to ask GET /models")
         self._check_extra_body(where)
         if self.azure is not None:
             self.azure.check(f"{where}.azure")
@@ -312,6 +321,24 @@ class GuardConfig:
 
 
 @dataclass(frozen=True)
+class MaxTokensAutoConfig:
+    """The per-row output budget of ``generation.max_tokens: auto``:
+    min(cap, context length - prompt tokens, ceil(k x student-answer tokens) + margin)."""
+
+    cap: int = 4096
+    k: float = 1.5
+    margin: int = 512
+
+    def check(self) -> None:
+        if self.cap < 1:
+            raise ConfigError("max_tokens_auto.cap must be >= 1 (tokens)")
+        if not 0 < self.k <= 100:
+            raise ConfigError("max_tokens_auto.k must be > 0 and <= 100 (output tokens per student-answer token)")
+        if self.margin < 0:
+            raise ConfigError("max_tokens_auto.margin must be >= 0 (tokens for the rationale)")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -324,6 +351,8 @@ class JobConfig:
     pricing: PricingConfig = field(default_factory=PricingConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    #: the per-row budget's parameters (used when generation.max_tokens is auto)
+    max_tokens_auto: MaxTokensAutoConfig = field(default_factory=MaxTokensAutoConfig)
     #: directory the config file lives in; relative paths in the config are resolved against it
     base_dir: str = "."
 
@@ -350,8 +379,8 @@ class JobConfig:
         if "messages" in gen or "model" in gen or "stream" in gen:
             raise ConfigError("generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
         mt = gen.get("max_tokens")
-        if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
-            raise ConfigError("generation.max_tokens must be a positive integer")
+        if mt is not None and mt != AUTO and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
+            raise ConfigError("generation.max_tokens must be a positive integer or auto (a budget per row)")
         t = gen.get("temperature")
         if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
             raise ConfigError("generation.temperature must be a number >= 0")
@@ -361,10 +390,24 @@ class JobConfig:
         self.run.check()
         self.budget.check(self.pricing, gen)
         self.guard.check()
+        self.max_tokens_auto.check()
+
+    @property
+    def max_tokens_is_auto(self) -> bool:
+        return self.generation.get("max_tokens") == AUTO
 
     @property
     def max_tokens(self) -> int:
-        return int(self.generation.get("max_tokens") or 4096)
+        """The most output tokens a row may get: generation.max_tokens, or max_tokens_auto.cap when auto."""
+        mt = self.generation.get("max_tokens")
+        return self.max_tokens_auto.cap if mt == AUTO else int(mt or 4096)
+
+    @property
+    def request_generation(self) -> dict[str, Any]:
+        """The generation parameters every request body carries (max_tokens: auto is each row's own)."""
+        if not self.max_tokens_is_auto:
+            return self.generation
+        return {k: v for k, v in self.generation.items() if k != "max_tokens"}
 
     def resolve(self, p: str) -> Path:
         """A path from the config, relative to the config file's folder."""

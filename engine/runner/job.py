@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
-from engine.core.errors import EndpointsDown, InputError, RunStopped
+from engine.core.errors import EndpointsDown, InputError, RunStateError, RunStopped
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
@@ -37,8 +37,15 @@ from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
 from engine.runner.startup import make_endpoints, startup_check
-from engine.stages import load_prompt, make_fingerprint, open_source
-from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs
+from engine.stages import (
+    auto_budget,
+    keep_run_max_tokens,
+    load_prompt,
+    make_fingerprint,
+    open_source,
+    smallest_context,
+)
+from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs, read_manifest
 
 log = logging.getLogger("clair")
 
@@ -86,6 +93,8 @@ class Job:
         if cfg.input.precheck:  # before the run directory is touched: a corrected input is not refused
             checked = preflight(self.source)
             self.rows_checked = checked.rows if checked.scope == "full" else None
+        if not self.new_run:
+            cfg = self._keep_max_tokens(cfg)
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,
@@ -97,6 +106,19 @@ class Job:
             new_run=self.new_run,
         )
         return self.store
+
+    def _keep_max_tokens(self, cfg: JobConfig) -> JobConfig:
+        """A run made with a fixed max_tokens resumes with it (``generation.max_tokens: auto`` is the default)."""
+        try:
+            m = read_manifest(self.run_dir) if self.run_dir.is_dir() else None
+        except (RunStateError, OSError):
+            return cfg  # RunStore.open says what is wrong
+        kept, changed = keep_run_max_tokens(cfg, (m or {}).get("fingerprint"))
+        if changed:
+            log.warning("%s was made with generation.max_tokens %s: it keeps it (--new-run starts a run with "
+                        "max_tokens: auto)", self.run_dir, kept.generation.get("max_tokens", "unset"))
+            self.cfg, self.max_tokens = kept, kept.max_tokens
+        return kept
 
     async def run(self) -> RunReport:
         with self._open_store() as store:
@@ -149,7 +171,8 @@ class Job:
         if guard.active:
             recorder.observe = guard.observe
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=self._reuse_index())
+                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=self._reuse_index(),
+                            budget=auto_budget(cfg, smallest_context([ep.context_length for ep in self.endpoints])))
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -16,15 +16,17 @@ from engine.core.types import WorkItem
 from engine.dispatch import Endpoint, Pool
 from engine.policy.metrics import RunCounters
 from engine.prompts import PromptTemplate, estimate_tokens, render
+from engine.records import prompt_too_long_record
 from engine.runner.record import Recorder
 from engine.source import DoneSet, Source
+from engine.stages import AutoBudget
 from engine.store import ReuseIndex, StoreWriter
 
 
 class Producer:
     def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
                  writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool,
-                 keyed_by: Endpoint, reuse: ReuseIndex | None = None):
+                 keyed_by: Endpoint, reuse: ReuseIndex | None = None, budget: AutoBudget | None = None):
         self.source, self.done, self.template = source, done, template
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
@@ -35,10 +37,12 @@ class Producer:
         self.keyed_by = keyed_by
         #: answers of earlier runs, by request key (None: nothing to reuse)
         self.reuse = reuse
+        #: each row's own output budget (``generation.max_tokens: auto``; None: the generation's max_tokens)
+        self.budget = budget
 
     async def run(self) -> None:
         pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
-        key_of, reuse, dumps = self.keyed_by.request_key, self.reuse, orjson.dumps
+        key_of, reuse, dumps, budget = self.keyed_by.request_key, self.reuse, orjson.dumps, self.budget
         it = self.source.batches(self.done)
         seen_rows = self.counters.rows_done_before
         while not pool.stopping:
@@ -61,9 +65,16 @@ class Producer:
                     continue
                 messages = render(template, task, sol)
                 body = dumps(messages)
-                key = key_of(body)
-                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body,
-                                request_key=key)
+                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body)
+                if budget is not None:
+                    max_tokens = budget(item.prompt_tokens_est, (len(sol) + 3) // 4)
+                    if max_tokens < 1:  # the prompt alone fills the context: never sent
+                        assert budget.context is not None
+                        self.recorder.unsent(prompt_too_long_record(item, budget.context))
+                        window.release()
+                        continue
+                    item.max_tokens = max_tokens
+                key = item.request_key = key_of(body, item.max_tokens)
                 stored = reuse.get(key) if reuse is not None else None
                 if stored is not None:
                     self.recorder.reused(item, stored)

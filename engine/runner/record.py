@@ -54,6 +54,10 @@ class Recorder:
         """A row with an empty task or answer: recorded as ``invalid_input``, never sent."""
         self.writer.append([self._count(records.invalid_input_record(item))])
 
+    def unsent(self, rec: dict[str, Any]) -> None:
+        """A failure record of a row that is never sent (e.g. ``prompt_too_long``)."""
+        self.writer.append([self._count(rec)])
+
     def reused(self, item: WorkItem, answer: StoredAnswer) -> None:
         """A row whose request was answered in an earlier run: that answer is recorded, nothing is sent."""
         rec = records.completion_record(item, answer.completion, model=answer.model or "", endpoint=answer.endpoint or "",
@@ -64,7 +68,7 @@ class Recorder:
     def _record(self, item: WorkItem, comp: Completion | None, err: EndpointError | None, ep: Endpoint) -> dict[str, Any]:
         c = self.counters
         if ep is not self.keyed_by and item.request_key is not None:  # another endpoint: its own key
-            item.request_key = ep.request_key(item.messages_json)
+            item.request_key = ep.request_key(item.messages_json, item.max_tokens)
         if comp is not None:
             rec = records.completion_record(item, comp, model=ep.model, endpoint=ep.name, markers=self.markers,
                                             max_tokens=self.max_tokens)
@@ -72,7 +76,8 @@ class Recorder:
             c.completion_tokens += comp.completion_tokens or 0
         else:
             assert err is not None
-            rec = records.failure_record(item, err.kind, str(err), err.raw, model=ep.model, endpoint=ep.name)
+            rec = records.failure_record(item, err.kind, str(err), err.raw, model=ep.model, endpoint=ep.name,
+                                         max_tokens=self.max_tokens)
         if item.first_sent is not None:
             c.latency.record(asyncio.get_running_loop().time() - item.first_sent)
         return self._count(rec)

@@ -5,6 +5,8 @@
 unreachable, refuses the key or does not serve the configured model. A server without ``/models`` is
 checked by its first real request instead (so is an Azure OpenAI deployment: its URL has no ``/models``;
 a wrong key is refused there all the same). Azure endpoints send the key as ``api-key``, not as a bearer token.
+An endpoint whose ``/models`` entry reports the model's context length (vLLM's ``max_model_len``) gets it as
+``Endpoint.context_length`` unless the config set one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
                 url=e.url,
                 model=e.model,
                 headers=headers,
-                generation=cfg.generation,
+                generation=cfg.request_generation,
                 max_concurrency=e.max_concurrency,
                 rpm=e.requests_per_minute,
                 tpm=e.tokens_per_minute,
@@ -56,6 +58,8 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
                 extra_body=e.extra_body,
                 system_role=e.system_role,
                 query={"api-version": e.azure.api_version} if e.azure else None,
+                tpm_counts_max_tokens=e.tpm_counts_max_tokens,
+                context_length=e.context_length,
             )
         )
     return eps
@@ -94,6 +98,8 @@ async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s:
         elif ep.model not in res:
             shown = ", ".join(res[:10]) or "none"
             raise StartupError(f"{where} does not serve model {ep.model!r} (it serves: {shown}); fix endpoints[{i}].model")
+        elif ep.context_length is None:  # a ModelList (engine.client) knows the context lengths it was told
+            ep.context_length = (getattr(res, "context_lengths", None) or {}).get(ep.model)
     if dead and len(dead) == len(endpoints):
         i, ep, err = dead[0]
         more = f" (and {len(dead) - 1} more endpoint(s) likewise)" if len(dead) > 1 else ""

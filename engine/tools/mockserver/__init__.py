@@ -8,7 +8,8 @@ tpm buckets), ``faults`` (injected faults and latency), ``state`` (counters and 
 Endpoints
 ---------
 ``GET /v1/models``            ``{"object": "list", "data": [{"id": MODEL, "object": "model"}]}`` (404 when
-                              ``models_endpoint=False``, like servers that lack it)
+                              ``models_endpoint=False``, like servers that lack it); with ``context_length``
+                              the entry also has ``"max_model_len": N``, like vLLM's
 ``POST /v1/chat/completions`` a non-streaming chat completion whose content is a CLAIR answer
                               (``build_answer``) revising the student solution found in the LAST user
                               message (the text between ``"{student_solution}: "`` and the last
@@ -20,7 +21,9 @@ Endpoints
 ``GET /health``               ``ok``
 
 Order of checks for a chat request: auth (401) -> ``fail_after_s`` (500) -> body / model validation
-(400 / 404) -> ``max_concurrency`` (429) -> rpm / tpm buckets (429) -> injected fault -> latency -> answer.
+(400 / 404) -> ``context_length`` (400 with vLLM's "maximum context length" message when prompt +
+max_tokens exceeds it) -> ``max_concurrency`` (429) -> rpm / tpm buckets (429) -> injected fault ->
+latency -> answer.
 Token counts are estimated as ``ceil(chars / 4)``; ``max_tokens`` (or ``max_completion_tokens``) is
 honoured: a longer answer is cut to ``max_tokens * 4`` chars with ``finish_reason: "length"``.
 
@@ -28,8 +31,11 @@ Rate limits (``rpm`` / ``tpm``)
 ------------------------------
 Each limit is a continuously refilling token bucket, like OpenAI's: it refills at ``limit / 60`` per
 second, holds at most ``max(1, limit / 60)`` (one second's worth) and starts full. A request costs 1
-request and ``prompt_tokens + max_tokens`` tokens (prompt tokens only when ``max_tokens`` is absent;
-OpenAI charges its estimate up front too). A request is admitted when every bucket holds at least
+request and ``prompt_tokens + max_tokens`` tokens (prompt tokens only when ``max_tokens`` is absent):
+like OpenAI, the tokens limit counts max_tokens at admission and gives nothing back when the answer is
+shorter (``tpm_counts="max_tokens"``, the default; ``--tpm-counts max_tokens``). With
+``tpm_counts="usage"`` (``--tpm-counts usage``) admission counts the prompt only and the completion
+tokens are charged once the answer is made (the bucket may go into debt), like servers that count usage. A request is admitted when every bucket holds at least
 ``min(cost, capacity)``; the full cost is then taken, so a request larger than one second's worth of
 tokens drives the bucket negative (debt) and later requests wait until it has refilled: the long-run
 rate never exceeds the limit and no request is unadmittable. A refused request is not charged and
@@ -55,7 +61,9 @@ probability of each is its rate (when the rates sum to <= 1; listed order wins o
 answer for ``hang_s`` seconds, then the connection is closed), ``rate_drop`` (the connection is closed
 without an answer), ``rate_malformed`` (200 whose body is truncated JSON), ``rate_no_marker`` (200 with a
 well-formed completion whose content has no CLAIR markers), ``rate_identical`` (200 with a well-formed
-CLAIR answer whose revision is the student solution unchanged). Latency is ``latency_ms`` (fixed) or
+CLAIR answer whose revision is the student solution unchanged), ``rate_ramble`` (the answer runs on with
+filler to ``max_tokens``, 4096 without one, ending with ``finish_reason: "length"``: a rambling model).
+Latency is ``latency_ms`` (fixed) or
 log-normal with that mean and ``latency_sigma``, clamped at 60x the mean, from a second seeded RNG.
 Sleeping and hanging handlers wake at shutdown (their connections are closed), so ``runner.cleanup()``
 returns promptly and silently.

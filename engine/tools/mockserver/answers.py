@@ -13,7 +13,7 @@ import zlib
 
 from engine.tools.mockserver.revision import mock_revision, revise
 
-__all__ = ["ANSWER_STYLES", "answer_style", "build_answer", "identical_answer", "no_marker_answer"]
+__all__ = ["ANSWER_STYLES", "answer_style", "build_answer", "identical_answer", "no_marker_answer", "ramble"]
 
 _REASONING_INTROS = (
     "The student's answer addresses the task and is mostly on the right track, but a few small changes "
@@ -91,3 +91,15 @@ def identical_answer(student_solution: str) -> str:
     return ("{teacher_reasoning}: The student's answer is correct and clear as it stands; it needs no change."
             f"\n\n{{corrected_student_solution}}: {student_solution}")
 
+
+_RAMBLE = (" Moreover, to say it once more in other words, the revised answer above could be extended with further"
+           " remarks, examples and restatements of the same points.")
+
+
+def ramble(answer: str, tokens: int) -> str:
+    """``answer`` run on with filler to exactly ``tokens * 4`` characters (the mock's ``tokens`` tokens):
+    a model that does not stop until it hits max_tokens."""
+    size = tokens * 4
+    if len(answer) < size:
+        answer += _RAMBLE * ((size - len(answer)) // len(_RAMBLE) + 1)
+    return answer[:size]

@@ -14,8 +14,14 @@ import time
 import orjson
 from aiohttp import web
 
-from engine.tools.mockserver.answers import answer_style, build_answer, identical_answer, no_marker_answer
-from engine.tools.mockserver.config import MockConfig
+from engine.tools.mockserver.answers import (
+    answer_style,
+    build_answer,
+    identical_answer,
+    no_marker_answer,
+    ramble,
+)
+from engine.tools.mockserver.config import RAMBLE_DEFAULT_TOKENS, MockConfig
 from engine.tools.mockserver.limits import refusal
 from engine.tools.mockserver.protocol import (
     E_429,
@@ -30,6 +36,7 @@ from engine.tools.mockserver.protocol import (
     BadRequest,
     ceil4,
     completion_body,
+    context_error,
     extract_solution,
     parse_chat,
     read_prompt,
@@ -86,15 +93,19 @@ def make_app(cfg: MockConfig) -> web.Application:
             messages, max_tokens = parse_chat(await request.read(), cfg.model)
         except BadRequest as e:
             return reply(e.status, e.body)
+        prompt_tokens, user_text = read_prompt(messages)
+        if cfg.context_length is not None and prompt_tokens + (max_tokens or 0) > cfg.context_length:
+            return reply(400, context_error(cfg.context_length, prompt_tokens, max_tokens or 0))
         if cfg.max_concurrency is not None and st.in_flight > cfg.max_concurrency:
             st.limited["concurrency"] += 1
             return reply(429, E_BUSY)
-        prompt_tokens, user_text = read_prompt(messages)
 
         headers = base_headers
+        usage = cfg.tpm_counts == "usage"
         if st.limits.active:
             headers = dict(base_headers)
-            refused = st.limits.charge(time.monotonic(), prompt_tokens + (max_tokens or 0), headers)
+            admitted = prompt_tokens if usage else prompt_tokens + (max_tokens or 0)
+            refused = st.limits.charge(time.monotonic(), admitted, headers)
             if refused is not None:
                 kind, wait = refused
                 st.limited[kind] += 1
@@ -133,12 +144,16 @@ def make_app(cfg: MockConfig) -> web.Application:
             answer = identical_answer(solution)
         else:
             answer = build_answer(solution, answer_style(solution))
+        if fault == "ramble":  # the model does not stop: it runs on to max_tokens
+            answer = ramble(answer, max_tokens or RAMBLE_DEFAULT_TOKENS)
         completion_tokens = ceil4(len(answer))
-        finish = "stop"
+        finish = "length" if fault == "ramble" else "stop"
         if max_tokens is not None and completion_tokens > max_tokens:
             answer = answer[: max_tokens * 4]
             completion_tokens = max_tokens
             finish = "length"
+        if usage and st.limits.active:
+            st.limits.charge_usage(time.monotonic(), completion_tokens)
         st.completions += 1
         st.prompt_tokens += prompt_tokens
         st.completion_tokens += completion_tokens

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from engine.tools.mockserver.app import start_server
-from engine.tools.mockserver.config import FAULTS, MockConfig
+from engine.tools.mockserver.config import FAULTS, TPM_COUNTS, MockConfig
 
 __all__ = ["main"]
 
@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-s", type=float, default=d.hang_s)
     p.add_argument("--rpm", type=int, default=None)
     p.add_argument("--tpm", type=int, default=None)
+    p.add_argument("--tpm-counts", choices=TPM_COUNTS, default=d.tpm_counts,
+                   help="what --tpm counts: prompt + max_tokens at admission, like OpenAI (default), or the "
+                        "prompt at admission and the completion once answered (usage)")
+    p.add_argument("--context-length", type=int, default=None, metavar="TOKENS",
+                   help="report max_model_len in /v1/models (like vLLM) and refuse longer requests with 400")
     p.add_argument("--max-concurrency", type=int, default=None)
     p.add_argument("--fail-after-s", type=float, default=None)
     p.add_argument("--api-key-env", metavar="NAME", default=None,
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = MockConfig(
             model=args.model, latency_ms=args.latency_ms, latency_dist=args.latency_dist,
             latency_sigma=args.latency_sigma, seed=args.seed, retry_after_s=args.retry_after_s, hang_s=args.hang_s,
-            rpm=args.rpm, tpm=args.tpm, max_concurrency=args.max_concurrency, fail_after_s=args.fail_after_s,
+            rpm=args.rpm, tpm=args.tpm, tpm_counts=args.tpm_counts, context_length=args.context_length,
+            max_concurrency=args.max_concurrency, fail_after_s=args.fail_after_s,
             api_key=api_key, models_endpoint=not args.no_models_endpoint,
             **{f"rate_{name}": getattr(args, f"rate_{name}") for name in FAULTS},
         )

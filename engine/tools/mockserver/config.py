@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["FAULTS", "MockConfig"]
+__all__ = ["FAULTS", "RAMBLE_DEFAULT_TOKENS", "TPM_COUNTS", "MockConfig"]
 
 #: the injectable faults, in the order a draw tries them (``rate_NAME`` fields of ``MockConfig``)
-FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "no_marker", "identical")
+FAULTS = ("429", "500", "503", "hang", "drop", "malformed", "no_marker", "identical", "ramble")
+#: what the tokens/min limit counts when it admits a request: prompt + max_tokens (OpenAI), or the prompt
+#: at admission and the completion once answered (servers that count usage)
+TPM_COUNTS = ("max_tokens", "usage")
+#: how far a rambling answer runs when the request has no max_tokens
+RAMBLE_DEFAULT_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -33,13 +38,18 @@ class MockConfig:
     rate_malformed: float = 0.0
     rate_no_marker: float = 0.0
     rate_identical: float = 0.0  # a CLAIR answer whose revision is the student's answer, unchanged
+    rate_ramble: float = 0.0  # the answer runs on to max_tokens (finish_reason "length")
     # enforced limits
     rpm: int | None = None
     tpm: int | None = None
+    tpm_counts: str = "max_tokens"  # max_tokens | usage (see TPM_COUNTS)
     max_concurrency: int | None = None
     fail_after_s: float | None = None  # after this many seconds since start, every chat request is a 500
     api_key: str | None = None  # when set, require "Authorization: Bearer <key>"
     models_endpoint: bool = True
+    #: the model's context length: reported as max_model_len by /v1/models (like vLLM), and a request whose
+    #: prompt + max_tokens exceeds it gets vLLM's 400; None: no context limit, none reported
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -60,6 +70,10 @@ class MockConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1 (or None for no limit)")
+        if self.tpm_counts not in TPM_COUNTS:
+            raise ValueError(f"tpm_counts must be one of: {', '.join(TPM_COUNTS)}")
+        if self.context_length is not None and self.context_length < 2:
+            raise ValueError("context_length must be >= 2 (or None for no limit)")
         if self.fail_after_s is not None and self.fail_after_s < 0:
             raise ValueError("fail_after_s must be >= 0")
 

@@ -92,6 +92,13 @@ class Limits:
             return ("rpm" if wait_r >= wait_t else "tpm"), wait
         return None
 
+    def charge_usage(self, now: float, tokens: int) -> None:
+        """Charge ``tokens`` more to the tpm bucket (the completion of an answered request, ``tpm_counts:
+        usage``); the bucket may go into debt, which later admissions wait out."""
+        if self.tpm is not None:
+            self.tpm.refill(now)
+            self.tpm.level -= tokens
+
 
 def refusal(kind: str, wait: float, limit: int | None, headers: dict[str, str]) -> bytes:
     """The body of the 429 for a request ``kind`` (rpm / tpm) refused; adds ``Retry-After`` and ``retry-after-ms``."""

@@ -17,6 +17,7 @@ __all__ = [
     "BadRequest",
     "ceil4",
     "completion_body",
+    "context_error",
     "err",
     "extract_solution",
     "parse_chat",
@@ -113,6 +114,14 @@ def extract_solution(user_text: str) -> str:
     start = i + len(_SOLUTION_MARK)
     end = user_text.rfind(_SEPARATOR)
     return user_text[start:end] if end >= start else user_text[start:]
+
+
+def context_error(context_length: int, prompt_tokens: int, max_tokens: int) -> bytes:
+    """vLLM's 400 for a request that does not fit the model's context."""
+    return err(f"This model's maximum context length is {context_length} tokens. However, you requested "
+               f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+               "completion). Please reduce the length of the messages or completion.",
+               "BadRequestError", None, None)
 
 
 def ceil4(n: int) -> int:

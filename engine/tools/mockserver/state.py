@@ -33,9 +33,10 @@ class State:
         self.sleepers: set[asyncio.Future[None]] = set()
         self.closing = False
         self.woken_at_shutdown = 0
-        self.models_body = orjson.dumps(
-            {"object": "list", "data": [{"id": cfg.model, "object": "model", "created": 0, "owned_by": "mock"}]}
-        )
+        entry: dict[str, Any] = {"id": cfg.model, "object": "model", "created": 0, "owned_by": "mock"}
+        if cfg.context_length is not None:
+            entry["max_model_len"] = cfg.context_length  # vLLM's field
+        self.models_body = orjson.dumps({"object": "list", "data": [entry]})
         self.in_flight = 0
         self.reset()
 

@@ -16,11 +16,11 @@ failure row. The minimality columns are computed at compaction, for whole chunks
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
+import xxhash
 
 from engine.core.types import Completion, Markers, WorkItem
 from engine.minimality import pair_metrics
@@ -136,7 +136,7 @@ def request_key(body_prefix: bytes, messages_json: bytes, max_tokens: int | None
     """The content key of a request: a hash of its body (model, generation parameters, messages, and the
     row's own ``max_tokens`` when it has one: ``generation.max_tokens: auto``). The same request has the
     same key in every run, so a stored answer can be found instead of bought again."""
-    h = hashlib.blake2b(body_prefix, digest_size=16)
+    h = xxhash.xxh3_128(body_prefix)  # 128 bits, ~0.1 us for a 3 KB body (blake2b: ~4 us on the hot path)
     h.update(messages_json)
     if max_tokens is not None:
         h.update(b',"max_tokens":%d' % max_tokens)

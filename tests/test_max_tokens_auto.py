@@ -7,7 +7,6 @@ fixed max_tokens, a run against the mock and the dry run's figures.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 import yaml
 from helpers import assert_exactly_once, make_input, write_config
 
@@ -158,12 +158,12 @@ def test_the_body_carries_the_rows_max_tokens_in_auto_mode_only() -> None:
 def test_the_request_key_includes_max_tokens_in_auto_mode_only() -> None:
     prefix, msgs = b'{"model":"m","temperature":0.7,"max_tokens":4096,"messages":', b'[{"role":"user"}]'
     # fixed max_tokens: the key is the hash of prefix + messages, as before auto existed
-    assert records.request_key(prefix, msgs) == hashlib.blake2b(prefix + msgs, digest_size=16).hexdigest()
+    assert records.request_key(prefix, msgs) == xxhash.xxh3_128_hexdigest(prefix + msgs)
     assert records.request_key(prefix, msgs, None) == records.request_key(prefix, msgs)
     # auto: the hash of the body that is sent (without its closing brace)
     auto_prefix = b'{"model":"m","temperature":0.7,"messages":'
     k700 = records.request_key(auto_prefix, msgs, 700)
-    assert k700 == hashlib.blake2b(auto_prefix + msgs + b',"max_tokens":700', digest_size=16).hexdigest()
+    assert k700 == xxhash.xxh3_128_hexdigest(auto_prefix + msgs + b',"max_tokens":700')
     assert k700 != records.request_key(auto_prefix, msgs, 701) != records.request_key(auto_prefix, msgs)
 
 
@@ -301,7 +301,7 @@ def test_fixed_max_tokens_is_recorded_and_sent_as_before(tmp_path: Path) -> None
     t = builtin_template("distilabel")
     for r in rows:  # the content key of a fixed max_tokens is what it was before auto existed
         msgs = orjson.dumps(render(t, r["task"], r["student_solution"]))
-        assert r["request_key"] == hashlib.blake2b(prefix + msgs, digest_size=16).hexdigest()
+        assert r["request_key"] == xxhash.xxh3_128_hexdigest(prefix + msgs)
 
 
 def test_auto_against_the_mock_end_to_end(tmp_path: Path) -> None:

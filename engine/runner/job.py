@@ -24,11 +24,11 @@ from typing import Any
 
 from engine import records
 from engine.core.config import JobConfig
-from engine.core.errors import EndpointsDown, InputError, RunStateError, RunStopped
+from engine.core.errors import EndpointsDown, InputError, RunStopped
 from engine.core.types import Transport
 from engine.dispatch import Endpoint, Pool
 from engine.parse import PARSER_VERSION
-from engine.policy.budget import Budget, earlier_spending
+from engine.policy.budget import Budget
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
 from engine.preflight import preflight
@@ -36,16 +36,16 @@ from engine.runner.guards import QualityGuard
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
+from engine.runner.setup import kept_max_tokens, reuse_index, run_budget
 from engine.runner.startup import make_endpoints, startup_check
 from engine.stages import (
     auto_budget,
-    keep_run_max_tokens,
     load_prompt,
     make_fingerprint,
     open_source,
     smallest_context,
 )
-from engine.store import ReuseIndex, RunStore, StoreWriter, archive_dirs, read_manifest
+from engine.store import RunStore, StoreWriter
 
 log = logging.getLogger("clair")
 
@@ -77,7 +77,6 @@ class Job:
         self.writer: StoreWriter | None = None
         self.interrupted: int | None = None  # signal number
         self.budget: Budget | None = None
-        self._spent_before = (0, 0)  # (prompt, output) tokens of the run directory's earlier sessions
 
     def snapshot(self) -> Progress:
         return progress(self.counters, self.endpoints, self.pool, time.perf_counter() - self.t0)
@@ -94,7 +93,8 @@ class Job:
             checked = preflight(self.source)
             self.rows_checked = checked.rows if checked.scope == "full" else None
         if not self.new_run:
-            cfg = self._keep_max_tokens(cfg)
+            cfg = self.cfg = kept_max_tokens(cfg, self.run_dir)
+            self.max_tokens = cfg.max_tokens
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,
@@ -106,19 +106,6 @@ class Job:
             new_run=self.new_run,
         )
         return self.store
-
-    def _keep_max_tokens(self, cfg: JobConfig) -> JobConfig:
-        """A run made with a fixed max_tokens resumes with it (``generation.max_tokens: auto`` is the default)."""
-        try:
-            m = read_manifest(self.run_dir) if self.run_dir.is_dir() else None
-        except (RunStateError, OSError):
-            return cfg  # RunStore.open says what is wrong
-        kept, changed = keep_run_max_tokens(cfg, (m or {}).get("fingerprint"))
-        if changed:
-            log.warning("%s was made with generation.max_tokens %s: it keeps it (--new-run starts a run with "
-                        "max_tokens: auto)", self.run_dir, kept.generation.get("max_tokens", "unset"))
-            self.cfg, self.max_tokens = kept, kept.max_tokens
-        return kept
 
     async def run(self) -> RunReport:
         with self._open_store() as store:
@@ -136,7 +123,7 @@ class Job:
                             self.run_dir, c.rows_done_before, c.rows_total)
             elif c.rows_done_before:
                 log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
-            self._earlier_sessions(store.manifest.get("runs") or [])
+            self.budget = run_budget(self.cfg, store.manifest.get("runs") or [], self.run_dir)
             store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
                                 rows_total=c.rows_total)
             async with AsyncExitStack() as stack:
@@ -164,14 +151,13 @@ class Job:
         window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
         recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
                             keyed_by=self.endpoints[0])
-        self.budget = self._budget()
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
                                 max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause, budget=self.budget)
         guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir), on_trip=pool.stop)
         if guard.active:
             recorder.observe = guard.observe
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=self._reuse_index(),
+                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=reuse_index(cfg, self.run_dir),
                             budget=auto_budget(cfg, smallest_context([ep.context_length for ep in self.endpoints])))
         self._signals(True)
         try:
@@ -191,31 +177,6 @@ class Job:
             self._show_progress()  # the final counts, for the reporter's last line
         if pool.fatal is not None:
             raise pool.fatal
-
-    def _earlier_sessions(self, sessions: list[dict[str, Any]]) -> None:
-        """What the run directory's earlier sessions spent (their reports), for a budget of the whole run."""
-        prompt, output, unknown = earlier_spending(sessions)
-        self._spent_before = (prompt, output)
-        b = self.cfg.budget
-        if unknown and (b.max_usd is not None or b.max_output_tokens is not None):
-            log.warning("%d earlier session(s) of %s ended without a report (killed?): what they spent is not "
-                        "counted in the budget", unknown, self.run_dir)
-
-    def _budget(self) -> Budget | None:
-        b, p = self.cfg.budget, self.cfg.pricing
-        if b.max_usd is None and b.max_output_tokens is None:
-            return None
-        return Budget(default_max_tokens=self.max_tokens, max_usd=b.max_usd, max_output_tokens=b.max_output_tokens,
-                      input_per_million=p.input_per_million or 0.0, output_per_million=p.output_per_million or 0.0,
-                      prompt_tokens_before=self._spent_before[0], output_tokens_before=self._spent_before[1])
-
-    def _reuse_index(self) -> ReuseIndex | None:
-        """Stored answers of earlier runs to take instead of new requests: this output dir's archives
-        (``run.reuse_archived``) and ``run.reuse_from``."""
-        run = self.cfg.run
-        named = [self.cfg.resolve(d) for d in run.reuse_from]
-        dirs = (archive_dirs(self.run_dir) if run.reuse_archived else []) + named
-        return ReuseIndex.build(dirs, named=named, exclude=self.run_dir) if dirs else None
 
     async def _guard(self, stage: Awaitable[None]) -> None:
         """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.core.config import JobConfig, load_config
-    from engine.core.errors import ClairError, UserError
+    from engine.core.errors import (
+        BudgetReached,
+        ClairError,
+        EndpointsDown,
+        QualityGuardTripped,
+        RunStopped,
+        UserError,
+    )
     from engine.runner import RunReport, arun_job, run_job
     from engine.store import load_results
 
@@ -24,7 +31,8 @@ if TYPE_CHECKING:
 #: light and a ``clair run`` process can choose its memory settings before pyarrow is loaded
 _LAZY = {
     "JobConfig": "core.config", "load_config": "core.config",
-    "ClairError": "core.errors", "UserError": "core.errors",
+    "ClairError": "core.errors", "UserError": "core.errors", "RunStopped": "core.errors",
+    "BudgetReached": "core.errors", "QualityGuardTripped": "core.errors", "EndpointsDown": "core.errors",
     "load_results": "store",
     "RunReport": "runner", "arun_job": "runner", "run_job": "runner",
 }
@@ -41,7 +49,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BudgetReached",
     "ClairError",
+    "EndpointsDown",
+    "QualityGuardTripped",
+    "RunStopped",
     "JobConfig",
     "RunReport",
     "UserError",

@@ -219,6 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"resume with: {_resume_hint(args)}", file=sys.stderr)
         raise
     except EndpointsDown as e:  # one line: the endpoints, the last error of each, the command to resume
+        if e.report is not None:
+            _print_summary(e.report)
         print(f"error: {e}; resume with: {_resume_hint(args)}", file=sys.stderr)
         return EndpointsDown.exit_code
     except RunStopped as e:

@@ -477,3 +477,35 @@ def test_the_default_guard_lets_a_healthy_run_finish(tmp_path: Path, mock: MockP
     assert r.returncode == 0, r.stderr
     assert_exactly_once(tmp_path / "run", 120)
     assert _last_session(tmp_path / "run")["status"] == "completed"
+
+
+def test_a_session_that_ends_with_an_error_still_counts_toward_the_budget(tmp_path: Path) -> None:
+    """Every endpoint starts refusing the key mid-run (StartupError): the session's report is still
+    written, so the next session's budget counts what it spent (it used to count nothing)."""
+    import asyncio
+
+    from engine import load_config
+    from engine.client import FakeClient
+    from engine.core.errors import HTTPStatusError, StartupError
+    from engine.core.types import Completion
+    from engine.runner import arun_job
+    from engine.store import RunView
+    from engine.tools.mockserver import build_answer
+
+    inp = make_input(tmp_path, 60)
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:9/v1", inp, generation={"max_tokens": 1000},
+                                   budget={"max_output_tokens": 1_000_000}))
+    served: list[int] = []
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        served.append(1)
+        if len(served) > 20:
+            raise HTTPStatusError(401, "key revoked")
+        sol = body["messages"][-1]["content"].split("{student_solution}: ", 1)[1].split("\n\n-----", 1)[0]
+        return Completion(content=build_answer(sol, 0), finish_reason="stop", model=body["model"],
+                          prompt_tokens=700, completion_tokens=800)
+
+    with pytest.raises(StartupError):
+        asyncio.run(arun_job(cfg, client=FakeClient(handler, models=["mock-clair"])))
+    last = RunView.open(tmp_path / "run").manifest["runs"][-1]
+    assert last["status"] == "failed" and last["report"]["completion_tokens"] >= 800 * 16

@@ -78,6 +78,7 @@ class EndpointsDown(ClairError):
     def __init__(self, paused_s: float, failing: list[tuple[str, str]]):
         self.paused_s = paused_s
         self.failing = failing
+        self.report: dict[str, object] | None = None  # the session's report, set once the session has ended
         each = "; ".join(f"{name}: {last}" for name, last in failing)
         super().__init__(f"every endpoint has been failing for {paused_s:.0f}s, the run stopped ({each})")
 class RunStopped(ClairError):

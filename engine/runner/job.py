@@ -135,9 +135,10 @@ class Job:
                 try:
                     await self._pipe(client)
                 except (EndpointsDown, RunStopped) as e:  # a graceful stop: the session ends like any other
-                    rep = self._finish(stopped=e)  # (its report holds what it spent: the budget of the next one)
-                    if isinstance(e, RunStopped):
-                        e.report = rep.to_dict()
+                    e.report = self._finish(stopped=e).to_dict()  # its report holds what it spent (the budget)
+                    raise
+                except BaseException as e:  # any other end (a bug, the disk, cancelled): still report the session
+                    self._end_failed(e)
                     raise
             return self._finish()
 
@@ -153,7 +154,8 @@ class Job:
                             keyed_by=self.endpoints[0])
         pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
                                 max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause, budget=self.budget)
-        guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir), on_trip=pool.stop)
+        guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir),
+                             on_trip=lambda e: None if pool.stopping else pool.stop(e))  # a stop in progress wins
         if guard.active:
             recorder.observe = guard.observe
         producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
@@ -252,6 +254,17 @@ class Job:
         self.pool.stop()
 
     # ------------------------------------------------------------ finishing
+
+    def _end_failed(self, e: BaseException) -> None:
+        """A session that ended with an error still records its report (what it sent and spent: a budget
+        counts earlier sessions from their reports); best effort, the error itself is what the user sees."""
+        try:
+            rep = self.report("cancelled" if isinstance(e, asyncio.CancelledError) else "failed")
+            rep.message = f"{type(e).__name__}: {e}"[:500]
+            self.store.end_session(status=rep.status, report=rep.to_dict(), rows_total=rep.rows_total,
+                                   ended=time.time(), counts=None)
+        except Exception as err:  # the disk may be what failed
+            log.debug("could not record the failed session: %s", err)
 
     def report(self, status: str, counts: dict[str, Any] | None = None) -> RunReport:
         c = self.counters

@@ -197,10 +197,12 @@ class RunStore:
         return readers.counts(self.storage)
 
     def end_session(self, *, status: str, report: dict[str, Any], rows_total: int | None,
-                    counts: dict[str, Any], ended: float) -> None:
+                    counts: dict[str, Any] | None, ended: float) -> None:
+        """The session's end: its status and report (and, when known, the run's counts) into the manifest."""
         self.manifest["runs"][-1].update(ended=ended, status=status, report=report)
         self.manifest["rows_total"] = rows_total
-        self.manifest["counts"] = counts
+        if counts is not None:
+            self.manifest["counts"] = counts
         mf.save(self.storage, self.manifest)
         with contextlib.suppress(StorageError):  # the manifest holds the report too
             import orjson

@@ -392,3 +392,19 @@ def test_dry_run_uses_the_per_row_budgets(tmp_path: Path) -> None:
     assert fixed.requests_per_s < e.requests_per_s  # 4096 reserved per request
     assert "no context length known" in format_estimate(estimate(load_config(
         write_config(tmp_path, "http://127.0.0.1:9/v1", inp, generation={"max_tokens": "auto"}))))
+
+
+def test_the_dry_run_of_a_resumed_fixed_max_tokens_run_shows_what_it_will_send(tmp_path: Path, mock: Any) -> None:
+    """A run made with max_tokens 4096 keeps it on resume (auto is the default now): its dry run says so
+    instead of showing per-row budgets the run will not use."""
+    from helpers import clair, make_input, write_config
+
+    inp = make_input(tmp_path, 20)
+    fixed = write_config(tmp_path, mock.url, inp, generation={"temperature": 0.7, "max_tokens": 4096})
+    assert clair("run", str(fixed)).returncode == 0
+    default = write_config(tmp_path, mock.url, inp, generation={"temperature": 0.7, "max_tokens": "auto"})
+    fresh = clair("run", str(default), "--dry-run", "--set", f"output.dir={tmp_path / 'new'}",
+                  env={"CLAIR_TOKENIZER": "estimate"})
+    assert "max_tokens: auto, per row" in fresh.stdout
+    out = clair("run", str(default), "--dry-run", env={"CLAIR_TOKENIZER": "estimate"})
+    assert out.returncode == 0 and "max_tokens: auto" not in out.stdout and "max_tokens 4,096" in out.stdout

@@ -42,7 +42,14 @@ from engine.core.types import Message
 from engine.policy.budget import earlier_spending
 from engine.preflight import preflight
 from engine.prompts import estimate_tokens, render
-from engine.stages import auto_budget, load_prompt, open_source, smallest_context, text_tokens
+from engine.stages import (
+    auto_budget,
+    keep_run_max_tokens,
+    load_prompt,
+    open_source,
+    smallest_context,
+    text_tokens,
+)
 from engine.store import read_manifest
 
 __all__ = [
@@ -444,6 +451,12 @@ def format_estimate(e: DryRunEstimate) -> str:
 
 
 def dry_run(cfg: JobConfig, *, latency_s: float = DEFAULT_LATENCY_S) -> int:
-    """Print the dry-run figures for ``cfg``; returns the exit code (0)."""
+    """Print the dry-run figures for ``cfg`` as a run would send it (a resumed run keeps the max_tokens it
+    was made with); returns the exit code (0)."""
+    try:
+        m = read_manifest(cfg.run_dir) if cfg.run_dir.is_dir() else None
+    except (RunStateError, OSError):
+        m = None
+    cfg, _ = keep_run_max_tokens(cfg, (m or {}).get("fingerprint"))
     print(format_estimate(with_budget(estimate(cfg, latency_s=latency_s), cfg)))
     return 0

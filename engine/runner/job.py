@@ -95,6 +95,7 @@ class Job:
         if not self.new_run:
             cfg = self.cfg = kept_max_tokens(cfg, self.run_dir)
             self.max_tokens = cfg.max_tokens
+            cfg.budget.check(cfg.pricing, cfg.generation)  # a kept max_tokens of null leaves answers unbounded
         rid = self.source.row_id_type
         self.store = RunStore.open(
             self.run_dir,

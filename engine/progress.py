@@ -30,6 +30,15 @@ def _rows(p: Progress) -> str:
 
 
 def format_line(p: Progress) -> str:
+    """One line; a two-stage run's line starts with its first stage and the rows waiting between them."""
+    if p.upstream is None:
+        return _stage_line(p)
+    up = p.upstream
+    waiting = f" | waiting {p.waiting}" if p.waiting is not None else ""
+    return f"generate: {_stage_line(up, short=True)}{waiting} || {p.stage or 'revise'}: {_stage_line(p)}"
+
+
+def _stage_line(p: Progress, short: bool = False) -> str:
     fails = sum(p.failures.values())
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(p.failures.items()))
     line = (
@@ -37,6 +46,8 @@ def format_line(p: Progress) -> str:
         f" | ETA {_dur(p.eta_s)} | in flight {p.in_flight} | retries {p.retries} | failed {fails}"
         + (f" ({kinds})" if kinds else "")
     )
+    if short:
+        return line
     if len(p.endpoints) > 1 or any(e.rate_limited or e.state != "closed" for e in p.endpoints):
         line += " | " + "; ".join(
             f"{e.name}: {e.state} {e.in_flight}/{e.limit} 429s {e.rate_limited}" for e in p.endpoints
@@ -91,6 +102,12 @@ class RichReporter:
 
         self._last_seen = p
         t = Table.grid(padding=(0, 2))
+        if p.upstream is not None:
+            u = p.upstream
+            t.add_row("[bold]generate[/]", _rows(u), "rows/s", f"{u.rows_per_s:.1f}", "ETA", _dur(u.eta_s))
+            t.add_row("", f"in flight {u.in_flight}", "failed", str(sum(u.failures.values())),
+                      "waiting", str(p.waiting if p.waiting is not None else "?"))
+            t.add_row(f"[bold]{p.stage or 'revise'}[/]", "")
         t.add_row("rows", _rows(p), "ETA", _dur(p.eta_s))
         t.add_row("rows/s", f"{p.rows_per_s:.1f}", "out tok/s", f"{p.output_tokens_per_s:.0f}")
         t.add_row("in flight", str(p.in_flight), "retries", str(p.retries))

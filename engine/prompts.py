@@ -210,6 +210,15 @@ def render(template: PromptTemplate, task: str, student_solution: str) -> list[M
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def student_messages(task: str, system_prompt: str | None, conversation: list[Message] | None = None) -> list[Message]:
+    """The generate stage's chat messages for one row: the optional system prompt, then the row's own
+    conversation (``input.columns.messages``) or its task as one user message."""
+    turns = conversation if conversation is not None else [{"role": "user", "content": task}]
+    if system_prompt is None:
+        return turns
+    return [{"role": "system", "content": system_prompt}, *(m for m in turns if m.get("role") != "system")]
+
+
 def estimate_tokens(messages: list[Message]) -> int:
     """A cheap prompt-size estimate: ~4 characters per token plus ~4 tokens per message."""
     total = 3  # reply priming

@@ -40,6 +40,15 @@ PROMPT_TOO_LONG = "prompt_too_long"
 #: error messages are cut to this many characters
 MAX_MESSAGE = 1000
 
+# the generate stage (runs with a ``generate:`` section): its own failure kinds, and the final rows' kinds
+# of rows whose student answer failed (``error_message`` says how)
+#: the student's answer was cut by its max_tokens (``generate.keep_truncated: false``); it is kept, not revised
+STUDENT_TRUNCATED = "student_truncated"
+#: the student answered with nothing (only whitespace)
+STUDENT_EMPTY = "student_empty"
+#: the generate stage's request failed (after its retries); the final row of such a row
+GENERATE_FAILED = "generate_failed"
+
 # ---------------------------------------------------------------- columns
 
 Kind = Literal["data", "failures", "both"]
@@ -80,6 +89,33 @@ COLUMNS: tuple[Column, ...] = (
     Column("levenshtein", pa.int64(), "data"),
     Column("length_ratio", pa.float64(), "data"),
 )
+#: the student answer's provenance: the final rows of a run with a generate stage carry them after
+#: ``student_solution``; the generate stage's own rows have them too
+STUDENT_COLUMNS: tuple[Column, ...] = (
+    Column("student_model", pa.string()),
+    Column("student_finish_reason", pa.string()),
+    Column("student_prompt_tokens", pa.int64()),
+    Column("student_completion_tokens", pa.int64()),
+)
+#: the generate stage's rows (its sub-store, and the output of a generation-only run): the student answer
+#: in ``student_solution``; ``status`` ok/truncated on data rows, ``error_kind`` on failure rows
+GENERATE_COLUMNS: tuple[Column, ...] = (
+    Column("task", pa.string()),
+    Column("student_solution", pa.string()),
+    Column("status", pa.string(), "data"),
+    Column("error_kind", pa.string(), "failures"),
+    Column("error_message", pa.string(), "failures"),
+    *STUDENT_COLUMNS,
+    Column("served_model", pa.string()),
+    Column("endpoint", pa.string()),
+    Column("reasoning_tokens", pa.int64()),
+    Column("attempts", pa.int32()),
+    Column("latency_s", pa.float64()),
+    Column("reasoning_content", pa.string()),
+    Column("raw_output", pa.string(), "failures"),
+    Column("request_key", pa.string()),
+    Column("max_tokens", pa.int64()),
+)
 #: the minimality columns (computed from ``revision`` and ``student_solution`` at compaction)
 METRIC_COLUMNS = ("jaccard", "levenshtein", "length_ratio")
 #: columns only data rows have / only failure rows have / both kinds have
@@ -87,7 +123,7 @@ DATA_ONLY = tuple(c.name for c in COLUMNS if c.kind == "data")
 FAILURE_ONLY = tuple(c.name for c in COLUMNS if c.kind == "failures")
 SHARED_COLUMNS = tuple(c.name for c in COLUMNS if c.kind == "both")
 #: output column names the engine owns; input columns with these names are kept as ``input_<name>``
-RESERVED = frozenset({"row_id", *(c.name for c in COLUMNS)})
+RESERVED = frozenset({"row_id", *(c.name for c in (*COLUMNS, *GENERATE_COLUMNS))})
 
 #: a kept input column: (input name, output name, output type)
 Kept = tuple[str, str, pa.DataType]
@@ -98,18 +134,32 @@ def kept_name(input_name: str) -> str:
     return f"input_{input_name}" if input_name in RESERVED else input_name
 
 
-def _schema(kind: str, row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
+def _columns(student: bool) -> tuple[Column, ...]:
+    if not student:
+        return COLUMNS
+    at = [c.name for c in COLUMNS].index("student_solution") + 1
+    return (*COLUMNS[:at], *STUDENT_COLUMNS, *COLUMNS[at:])
+
+
+def _schema(kind: str, row_id_type: pa.DataType, kept: list[Kept], columns: tuple[Column, ...] = COLUMNS) -> pa.Schema:
     fields = [("row_id", row_id_type)]
-    fields += [(c.name, c.type) for c in COLUMNS if c.kind in (kind, "both")]
+    fields += [(c.name, c.type) for c in columns if c.kind in (kind, "both")]
     return pa.schema(fields + [(out, t) for _, out, t in kept])
 
 
-def data_schema(row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
-    return _schema("data", row_id_type, kept)
+def data_schema(row_id_type: pa.DataType, kept: list[Kept], *, student: bool = False) -> pa.Schema:
+    """The data rows' schema; ``student``: with the student provenance columns (a run with a generate stage)."""
+    return _schema("data", row_id_type, kept, _columns(student))
 
 
-def failure_schema(row_id_type: pa.DataType, kept: list[Kept]) -> pa.Schema:
-    return _schema("failures", row_id_type, kept)
+def failure_schema(row_id_type: pa.DataType, kept: list[Kept], *, student: bool = False) -> pa.Schema:
+    return _schema("failures", row_id_type, kept, _columns(student))
+
+
+def generate_schemas(row_id_type: pa.DataType, kept: list[Kept]) -> tuple[pa.Schema, pa.Schema]:
+    """The generate stage's (data, failures) schemas."""
+    return (_schema("data", row_id_type, kept, GENERATE_COLUMNS),
+            _schema("failures", row_id_type, kept, GENERATE_COLUMNS))
 
 
 def kept_from_schema(schema: pa.Schema) -> list[Kept]:
@@ -121,7 +171,11 @@ def other_schema(schema: pa.Schema, want: str) -> pa.Schema:
     """The data (``want="data"``) or failures schema that goes with a shard schema of either kind."""
     rid = schema.field("row_id").type
     kept = kept_from_schema(schema)
-    return data_schema(rid, kept) if want == "data" else failure_schema(rid, kept)
+    if "parser_version" not in schema.names and "student_model" in schema.names:  # a generate stage's rows
+        d, f = generate_schemas(rid, kept)
+        return d if want == "data" else f
+    student = "student_model" in schema.names
+    return data_schema(rid, kept, student=student) if want == "data" else failure_schema(rid, kept, student=student)
 
 
 # ---------------------------------------------------------------- building records
@@ -236,3 +290,80 @@ def reparse_record(row: dict[str, Any], markers: Markers, max_tokens: int) -> di
     else:
         out.update(error_kind=pr.error_kind, error_message=pr.message)
     return out
+
+
+# ---------------------------------------------------------------- the generate stage's rows
+
+#: the student provenance fields (``STUDENT_COLUMNS``' names)
+STUDENT_FIELDS = tuple(c.name for c in STUDENT_COLUMNS)
+#: the generate stage's failure kinds that keep their name in the final row (any other becomes
+#: ``generate_failed``, its own kind in the message)
+_FINAL_STUDENT_KINDS = frozenset({INVALID_INPUT, STUDENT_TRUNCATED, STUDENT_EMPTY})
+
+
+def _student_base(item: WorkItem, model: str | None, endpoint: str | None) -> dict[str, Any]:
+    rec = dict(item.extra) if item.extra else {}
+    rec.update(row_id=item.row_id, task=item.task, student_model=model, endpoint=endpoint, attempts=item.attempts,
+               request_key=item.request_key)
+    return rec
+
+
+def student_record(item: WorkItem, comp: Completion, *, model: str, endpoint: str, max_tokens: int,
+                   keep_truncated: bool) -> dict[str, Any]:
+    """A student's answer → a generate-stage data row (``ok``, or ``truncated`` when kept) or failure row
+    (``student_truncated``: cut by max_tokens and not kept; ``student_empty``). The answer is kept either way."""
+    budget = item.max_tokens or max_tokens
+    rec = _student_base(item, model, endpoint)
+    rec.update(
+        student_solution=comp.content,
+        student_finish_reason=comp.finish_reason,
+        student_prompt_tokens=comp.prompt_tokens,
+        student_completion_tokens=comp.completion_tokens,
+        served_model=comp.model,
+        reasoning_tokens=comp.reasoning_tokens,
+        reasoning_content=comp.reasoning_content,
+        latency_s=comp.latency_s,
+        max_tokens=budget,
+    )
+    truncated = is_truncated(comp.finish_reason, comp.completion_tokens, budget)
+    if not comp.content or comp.content.isspace():
+        rec.update(error_kind=STUDENT_EMPTY, error_message="the student model answered with nothing")
+    elif truncated and not keep_truncated:
+        rec.update(error_kind=STUDENT_TRUNCATED,
+                   error_message=f"the student answer was cut at max_tokens {budget} (finish_reason "
+                                 f"{comp.finish_reason}); raise generate.generation.max_tokens or set "
+                                 "generate.keep_truncated: true")
+    else:
+        rec["status"] = TRUNCATED if truncated else OK
+    return rec
+
+
+def student_failure_record(item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None,
+                           endpoint: str | None, max_tokens: int | None = None) -> dict[str, Any]:
+    """A generate-stage row without an answer (an endpoint error after the retries, or never sent)."""
+    rec = _student_base(item, model, endpoint)
+    rec.update(error_kind=kind, error_message=message[:MAX_MESSAGE], raw_output=raw,
+               max_tokens=item.max_tokens or max_tokens)
+    return rec
+
+
+def student_invalid_record(item: WorkItem) -> dict[str, Any]:
+    """A row whose prompt is empty or missing (or a conversation that does not end with a user turn)."""
+    return student_failure_record(item, INVALID_INPUT, "the row's task (prompt) is empty or missing", None,
+                                  model=None, endpoint=None)
+
+
+def final_from_student_failure(gen: dict[str, Any], kept: tuple[str, ...]) -> dict[str, Any]:
+    """The run's final failure row of a row whose student answer failed (a generate-stage failure row):
+    ``generate_failed`` (the stage's own kind and message in ``error_message``), or ``invalid_input`` /
+    ``student_truncated`` / ``student_empty`` as they are. ``kept``: the kept input columns' names."""
+    kind = gen.get("error_kind") or GENERATE_FAILED
+    message = gen.get("error_message") or ""
+    if kind not in _FINAL_STUDENT_KINDS:
+        message, kind = f"generate stage: {kind}: {message}", GENERATE_FAILED
+    rec = {k: gen.get(k) for k in kept}
+    rec.update(row_id=gen["row_id"], task=gen.get("task"), student_solution=gen.get("student_solution"),
+               error_kind=kind, error_message=message[:MAX_MESSAGE], parser_version=PARSER_VERSION)
+    for k in STUDENT_FIELDS:
+        rec[k] = gen.get(k)
+    return rec

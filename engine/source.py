@@ -482,6 +482,10 @@ class Prepared:
     tasks: list[str | None]
     solutions: list[str | None]
     extras: list[dict[str, Any]] | None
+    #: each row's conversation (``input.columns.messages``), else None
+    messages: list[list[dict[str, str]] | None] | None = None
+    #: final failure records of rows an earlier stage failed (the hand-off between stages), else None
+    failed: list[dict[str, Any]] | None = None
 
 
 class Source:

@@ -17,14 +17,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
-from engine.core.config import AUTO, EndpointConfig, JobConfig
-from engine.prompts import PromptTemplate, builtin_template, load_template
+from engine import records
+from engine.core.config import AUTO, BudgetConfig, EndpointConfig, JobConfig
+from engine.core.types import Completion, Markers, Message, WorkItem
+from engine.prompts import PromptTemplate, builtin_template, load_template, render, student_messages
 from engine.source import Source
 
 
@@ -85,10 +88,15 @@ def endpoint_shaping(endpoints: Sequence[EndpointConfig]) -> list[dict[str, Any]
 
 
 def make_fingerprint(cfg: JobConfig, source: Source, template: PromptTemplate) -> dict[str, Any]:
+    """The run's request fingerprint. A run with a generate stage: the revise stage's keys (none in a
+    generation-only run) plus ``generate``, the generate stage's own fingerprint (so a changed student
+    model or parameter is refused on resume like any other change)."""
+    if cfg.generate is not None and not cfg.endpoints:
+        return {"input": source.fingerprint(), "generate": generate_fingerprint(cfg)}
     generation = cfg.generation
     if cfg.max_tokens_is_auto:  # the budget's parameters decide where answers are cut: only when used
         generation = {**generation, "max_tokens_auto": dataclasses.asdict(cfg.max_tokens_auto)}
-    return request_fingerprint(
+    fp = request_fingerprint(
         source.fingerprint(),
         template.text,
         cfg.prompt.variant if not cfg.prompt.template_file else "file",
@@ -96,6 +104,21 @@ def make_fingerprint(cfg: JobConfig, source: Source, template: PromptTemplate) -
         generation,
         endpoint_shaping(cfg.endpoints),
     )
+    if cfg.generate is not None:
+        fp["generate"] = generate_fingerprint(cfg)
+    return fp
+
+
+def generate_fingerprint(cfg: JobConfig) -> dict[str, Any]:
+    """What changes a student answer: the models, generation parameters, system prompt, request shaping,
+    and whether truncated answers are kept (the input is the run's)."""
+    g = cfg.generate
+    assert g is not None
+    fp = request_fingerprint({}, g.system_prompt or "", "generate", [ep.model for ep in g.endpoints], g.generation,
+                             endpoint_shaping(g.endpoints))
+    del fp["input"]
+    fp["keep_truncated"] = g.keep_truncated
+    return fp
 
 
 def keep_run_max_tokens(cfg: JobConfig, stored: dict[str, Any] | None) -> tuple[JobConfig, bool]:
@@ -151,3 +174,125 @@ def smallest_context(lengths: list[int | None]) -> int | None:
     """The context length every endpoint can serve: the smallest one known (None: none known)."""
     known = [n for n in lengths if n is not None]
     return min(known) if known else None
+
+
+# ---------------------------------------------------------------- stage definitions
+
+GENERATE, REVISE = "generate", "revise"
+
+
+class StageRecords:
+    """How a stage's finished rows become records (``engine.records`` builds them)."""
+
+    def completion(self, item: WorkItem, comp: Completion, *, model: str, endpoint: str,
+                   reused_from: str | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def failure(self, item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None,
+                endpoint: str | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def invalid(self, item: WorkItem) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class ReviseRecords(StageRecords):
+    markers: Markers
+    max_tokens: int
+
+    def completion(self, item: WorkItem, comp: Completion, *, model: str, endpoint: str,
+                   reused_from: str | None = None) -> dict[str, Any]:
+        return records.completion_record(item, comp, model=model, endpoint=endpoint, markers=self.markers,
+                                         max_tokens=self.max_tokens, reused_from=reused_from)
+
+    def failure(self, item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None,
+                endpoint: str | None) -> dict[str, Any]:
+        return records.failure_record(item, kind, message, raw, model=model, endpoint=endpoint,
+                                      max_tokens=self.max_tokens)
+
+    def invalid(self, item: WorkItem) -> dict[str, Any]:
+        return records.invalid_input_record(item)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRecords(StageRecords):
+    max_tokens: int
+    keep_truncated: bool
+
+    def completion(self, item: WorkItem, comp: Completion, *, model: str, endpoint: str,
+                   reused_from: str | None = None) -> dict[str, Any]:
+        return records.student_record(item, comp, model=model, endpoint=endpoint, max_tokens=self.max_tokens,
+                                      keep_truncated=self.keep_truncated)
+
+    def failure(self, item: WorkItem, kind: str, message: str, raw: str | None, *, model: str | None,
+                endpoint: str | None) -> dict[str, Any]:
+        return records.student_failure_record(item, kind, message, raw, model=model, endpoint=endpoint,
+                                              max_tokens=self.max_tokens)
+
+    def invalid(self, item: WorkItem) -> dict[str, Any]:
+        return records.student_invalid_record(item)
+
+
+#: a stage's prompt builder: (task, student answer or None, the row's conversation or None) -> messages
+PromptBuilder = Callable[[str, "str | None", "list[Message] | None"], list[Message]]
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """One stage of a run, as data: the runner runs one or two of them (``engine.runner``).
+
+    ``cfg`` is the job config as the stage sees it (its endpoints, generation parameters, prices and
+    budget); ``prompt`` builds a row's messages; ``records`` turns answers into rows; ``needs_solution``:
+    a row without a student answer is invalid input; ``upstream``: the stage whose answers are this
+    stage's input (None: the run's input); ``sub_store``: the stage keeps its rows in a sub-store of the
+    run directory (its answers feed the next stage), else in the run's own data/ and failures/."""
+
+    name: str
+    cfg: JobConfig
+    prompt: PromptBuilder
+    records: StageRecords
+    needs_solution: bool
+    data_schema: pa.Schema
+    failure_schema: pa.Schema
+    upstream: str | None = None
+    sub_store: bool = False
+    #: the answers of earlier runs may be reused (by request key)
+    reuse: bool = False
+    #: per-row output budgets (``generation.max_tokens: auto``) and the quality guard apply
+    revises: bool = False
+
+
+def generate_config(cfg: JobConfig) -> JobConfig:
+    """The job config as the generate stage sees it: the ``generate:`` endpoints, generation and prices
+    (and the run's budget only when it is the run's one stage)."""
+    g = cfg.generate
+    assert g is not None
+    return dataclasses.replace(cfg, endpoints=g.endpoints, generation=dict(g.generation), pricing=g.pricing,
+                               budget=cfg.budget if not cfg.endpoints else BudgetConfig())
+
+
+def build_stages(cfg: JobConfig, source: Source, template: PromptTemplate) -> list[StageDef]:
+    """The run's stages, in order: [revise], [generate] or [generate, revise]."""
+    rid, kept = source.row_id_type, source.kept
+    stages: list[StageDef] = []
+    two = cfg.generate is not None and bool(cfg.endpoints)
+    if cfg.generate is not None:
+        g = cfg.generate
+        system = g.system_prompt
+        gcfg = generate_config(cfg)
+        data, failures = records.generate_schemas(rid, kept)
+        stages.append(StageDef(
+            GENERATE, gcfg, lambda task, _sol, conv: student_messages(task, system, conv),
+            GenerateRecords(gcfg.max_tokens, g.keep_truncated), needs_solution=False,
+            data_schema=data, failure_schema=failures, sub_store=two,
+        ))
+    if cfg.endpoints:
+        stages.append(StageDef(
+            REVISE, cfg, lambda task, sol, _conv: render(template, task, sol or ""),
+            ReviseRecords(template.markers, cfg.max_tokens), needs_solution=True,
+            data_schema=records.data_schema(rid, kept, student=two),
+            failure_schema=records.failure_schema(rid, kept, student=two),
+            upstream=GENERATE if two else None, reuse=True, revises=True,
+        ))
+    return stages

@@ -181,7 +181,9 @@ class BreakerOpen(EndpointError):
     retryable = True
 
 
-#: failure kinds that ``clair run --retry-failed`` re-requests
+#: failure kinds that ``clair run --retry-failed`` re-requests (the last three: a row whose student answer
+#: failed or was cut, in a run with a generate stage: its generate stage is retried)
 RETRYABLE_KINDS = frozenset(
-    {"connection_error", "timeout", "rate_limited", "server_error", "malformed_response", "breaker_open"}
+    {"connection_error", "timeout", "rate_limited", "server_error", "malformed_response", "breaker_open",
+     "generate_failed", "student_truncated", "student_empty"}
 )

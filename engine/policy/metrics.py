@@ -123,3 +123,8 @@ class Progress:
     endpoints: list[EndpointSnapshot] = field(default_factory=list)
     paused: bool = False  # every endpoint is failing: only probes are sent
     paused_since: float | None = None  # wall time (epoch s) the pause began
+    #: a run with two stages: this snapshot is the last stage's (its name), ``upstream`` the first stage's,
+    #: ``waiting`` the rows the first stage has answered that the last has not taken yet
+    stage: str | None = None
+    upstream: Progress | None = None
+    waiting: int | None = None

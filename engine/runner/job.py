@@ -4,8 +4,13 @@
     (skips done rows)   (window)    (limits, retries,    (one HTTP      (parse, count)       (journal, then
                                      routing)             call)                               Parquet shards)
 
-``Job.run`` opens the run store (lock, recovery, the done set), checks the endpoints, then runs the stages
-as tasks of one ``asyncio.TaskGroup``. A stage that fails stops the pool like a graceful stop (everything
+A run has one or two stages (``engine.stages.StageDef``): revise, generate, or generate then revise. Each
+stage gets its own pipe (:class:`StagePipe`: endpoints, pool, recorder, producer, store writer); the revise
+stage of a two-stage run reads the generate stage's answers back from the store as soon as they are
+journaled (``engine.runner.feeds``), so the stages overlap and memory stays flat.
+
+``Job.run`` opens the run store (lock, recovery, the done sets), checks the endpoints, then runs the pipes
+as tasks of one ``asyncio.TaskGroup``; a stop of one stage's pool stops every stage. A stage that fails stops the pool like a graceful stop (everything
 received is journaled) and its error is raised once the pipe has drained. SIGINT/SIGTERM stop taking new
 rows and give in-flight requests ``run.grace_period_s``; a second signal exits at once.
 """
@@ -22,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-from engine import records
 from engine.core.config import JobConfig
 from engine.core.errors import EndpointsDown, InputError, RunStopped
 from engine.core.types import Transport
@@ -32,14 +36,19 @@ from engine.policy.budget import Budget
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
 from engine.preflight import preflight
+from engine.runner.feeds import handoff_feed, source_feed
 from engine.runner.guards import QualityGuard
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
 from engine.runner.report import RunReport, build_report, progress
 from engine.runner.setup import kept_max_tokens, reuse_index, run_budget
 from engine.runner.startup import make_endpoints, startup_check
+from engine.source import DoneSet
 from engine.stages import (
+    GENERATE,
+    StageDef,
     auto_budget,
+    build_stages,
     load_prompt,
     make_fingerprint,
     open_source,
@@ -48,6 +57,26 @@ from engine.stages import (
 from engine.store import RunStore, StoreWriter
 
 log = logging.getLogger("clair")
+
+
+class StagePipe:
+    """One stage's pipe at run time: its endpoints, counters and done set, then (in ``Job._pipe``) its
+    store writer, window, recorder, pool and producer."""
+
+    def __init__(self, stage: StageDef, endpoints: list[Endpoint], done: DoneSet | None):
+        self.stage = stage
+        self.endpoints = endpoints
+        self.counters = RunCounters()
+        #: rows of this stage not to request again (None: the feed filters, e.g. the hand-off)
+        self.done = done
+        self.writer: StoreWriter | None = None
+        self.pool: Pool | None = None
+        self.store: Any = None  # RunStore or StageStore: where this stage's rows go
+        self.where = "endpoints"  # the config key of its endpoints
+        self.handoff: Any = None  # the hand-off reading this stage's input from the previous stage
+
+    def snapshot(self, elapsed: float) -> Progress:
+        return progress(self.counters, self.endpoints, self.pool, elapsed)
 
 
 class Job:
@@ -77,9 +106,22 @@ class Job:
         self.writer: StoreWriter | None = None
         self.interrupted: int | None = None  # signal number
         self.budget: Budget | None = None
+        #: the run's stage pipes, in order; the last one writes the run's own rows
+        self.pipes: list[StagePipe] = []
 
     def snapshot(self) -> Progress:
-        return progress(self.counters, self.endpoints, self.pool, time.perf_counter() - self.t0)
+        elapsed = time.perf_counter() - self.t0
+        snap = progress(self.counters, self.endpoints, self.pool, elapsed)
+        if len(self.pipes) < 2:
+            return snap
+        up = self.pipes[0]
+        if snap.rows_total is None and up.counters.rows_total is not None:
+            snap = dataclasses.replace(snap, rows_total=up.counters.rows_total)
+            if snap.rows_per_s > 0 and snap.rows_total is not None and snap.rows_total >= snap.rows_done:
+                snap = dataclasses.replace(snap, eta_s=(snap.rows_total - snap.rows_done) / snap.rows_per_s)
+        handoff = self.pipes[-1].handoff
+        return dataclasses.replace(snap, stage=self.pipes[-1].stage.name, upstream=up.snapshot(elapsed),
+                                   waiting=handoff.waiting if handoff is not None else None)
 
     # ------------------------------------------------------------ set-up (no request sent)
 
@@ -92,16 +134,17 @@ class Job:
         if cfg.input.precheck:  # before the run directory is touched: a corrected input is not refused
             checked = preflight(self.source)
             self.rows_checked = checked.rows if checked.scope == "full" else None
-        if not self.new_run:
+        if not self.new_run and cfg.endpoints:
             cfg = self.cfg = kept_max_tokens(cfg, self.run_dir)
             self.max_tokens = cfg.max_tokens
             cfg.budget.check(cfg.pricing, cfg.generation)  # a kept max_tokens of null leaves answers unbounded
-        rid = self.source.row_id_type
+        self.stages = build_stages(cfg, self.source, self.template)
+        final = self.stages[-1]
         self.store = RunStore.open(
             self.run_dir,
             fingerprint=make_fingerprint(cfg, self.source, self.template),
-            data_schema=records.data_schema(rid, self.source.kept),
-            failure_schema=records.failure_schema(rid, self.source.kept),
+            data_schema=final.data_schema,
+            failure_schema=final.failure_schema,
             parser_version=PARSER_VERSION,
             markers=dataclasses.asdict(self.template.markers),
             new_run=self.new_run,
@@ -124,15 +167,17 @@ class Job:
                             self.run_dir, c.rows_done_before, c.rows_total)
             elif c.rows_done_before:
                 log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
-            self.budget = run_budget(self.cfg, store.manifest.get("runs") or [], self.run_dir)
+            final = self.stages[-1]
+            self.budget = run_budget(final.cfg, store.manifest.get("runs") or [], self.run_dir)
             store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
                                 rows_total=c.rows_total)
             async with AsyncExitStack() as stack:
                 client = self.client if self.client is not None else await stack.enter_async_context(
                     _http_transport(self.cfg))
-                self.endpoints = make_endpoints(self.cfg, self.max_tokens)
+                self._make_pipes()
                 if c.rows_total is None or c.rows_done_before < c.rows_total:
-                    await startup_check(client, self.endpoints, self.cfg.timeouts.connect_s + 20)
+                    for p in self.pipes:
+                        await startup_check(client, p.endpoints, self.cfg.timeouts.connect_s + 20, where=p.where)
                 try:
                     await self._pipe(client)
                 except (EndpointsDown, RunStopped) as e:  # a graceful stop: the session ends like any other
@@ -143,51 +188,119 @@ class Job:
                     raise
             return self._finish()
 
+    def _make_pipes(self) -> None:
+        """A pipe per stage; the last one's endpoints and counters are the run's (reports, progress)."""
+        self.pipes = []
+        for i, stage in enumerate(self.stages):
+            last = i == len(self.stages) - 1
+            where = "generate.endpoints" if stage.name == GENERATE else "endpoints"
+            eps = make_endpoints(stage.cfg, self.max_tokens if stage.revises else stage.cfg.max_tokens, where=where)
+            pipe = StagePipe(stage, eps, self.done if last else None)
+            pipe.where = where
+            if last:
+                pipe.counters = self.counters
+                pipe.store = self.store
+            else:  # the generate stage of a two-stage run: its own rows, in its own sub-store
+                pipe.store = self.store.stage(stage.name, data_schema=stage.data_schema,
+                                              failure_schema=stage.failure_schema)
+                pipe.done = pipe.store.done_ids(retry_failed=self.retry_failed)
+                pipe.counters.rows_done_before = len(pipe.done)
+                pipe.counters.rows_total = self.counters.rows_total
+            self.pipes.append(pipe)
+        self.endpoints = self.pipes[-1].endpoints
+
     # ------------------------------------------------------------ the pipe
 
     async def _pipe(self, client: Transport) -> None:
         cfg = self.cfg
-        writer = self.writer = self.store.writer(rows_per_segment=cfg.output.rows_per_shard,
-                                   fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
-        # rows ready to go while a full window is in flight
-        window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in self.endpoints))
-        recorder = Recorder(writer, self.counters, window, markers=self.template.markers, max_tokens=self.max_tokens,
-                            keyed_by=self.endpoints[0])
-        pool = self.pool = Pool(self.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)), recorder.on_done,
-                                max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause, budget=self.budget)
-        guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir),
-                             on_trip=lambda e: None if pool.stopping else pool.stop(e))  # a stop in progress wins
-        if guard.active:
-            recorder.observe = guard.observe
-        producer = Producer(self.source, self.done, self.template, pool, recorder, writer, window, self.counters,
-                            total_known=self.total_known, keyed_by=self.endpoints[0], reuse=reuse_index(cfg, self.run_dir),
-                            budget=auto_budget(cfg, smallest_context([ep.context_length for ep in self.endpoints])))
+        producers = []
+        for pipe in self.pipes:
+            stage = pipe.stage
+            writer = pipe.writer = pipe.store.writer(rows_per_segment=cfg.output.rows_per_shard,
+                                                     fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
+            # rows ready to go while a full window is in flight
+            window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in pipe.endpoints))
+            recorder = Recorder(writer, pipe.counters, window, records=stage.records, keyed_by=pipe.endpoints[0])
+            last = pipe is self.pipes[-1]
+            pool = pipe.pool = Pool(pipe.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)),
+                                    recorder.on_done, max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause,
+                                    budget=self.budget if last else None)
+            if stage.revises:
+                guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir),
+                                     on_trip=lambda e, pool=pool: None if pool.stopping else pool.stop(e))  # a stop in progress wins
+                if guard.active:
+                    recorder.observe = guard.observe
+            if stage.upstream is None:
+                assert pipe.done is not None
+                feed = source_feed(self.source, pipe.done)
+            else:  # the previous stage's answers, read back from its store as they are journaled
+                up = self.pipes[self.pipes.index(pipe) - 1]
+                assert up.writer is not None and up.done is not None
+                pipe.handoff = up.store.handoff(up.writer, skip=self.done, stage_done=up.done,
+                                                batch_rows=min(256, cfg.input.batch_rows))
+                feed = handoff_feed(pipe.handoff, tuple(out for _, out, _ in self.source.kept))
+            budget = auto_budget(stage.cfg, smallest_context([ep.context_length for ep in pipe.endpoints])) \
+                if stage.revises else None
+            producers.append(Producer(
+                feed, stage, pool, recorder, writer, window, pipe.counters,
+                total_known=self.total_known or stage.upstream is not None, keyed_by=pipe.endpoints[0],
+                reuse=reuse_index(stage.cfg, self.run_dir) if stage.reuse else None, budget=budget))
+        self.pool, self.writer = self.pipes[-1].pool, self.pipes[-1].writer
         self._signals(True)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._guard(writer.run()), name="store-writer")
+                for pipe in self.pipes:
+                    assert pipe.writer is not None
+                    tg.create_task(self._guard(pipe.writer.run()), name=f"store-writer-{pipe.stage.name}")
                 shown = tg.create_task(self._progress_loop(), name="progress") if self.on_progress else None
-                produce = tg.create_task(self._guard(producer.run()), name="producer")
-                await self._serve(pool, produce)
-                try:
-                    writer.close()  # the last segment goes to the shard writer, which the group waits for
-                except Exception as e:  # e.g. the last fsync failed: a stop with its error, not an ExceptionGroup
-                    pool.stop(e)
+                linked = tg.create_task(self._link_stops(), name="stop-link")
+                await asyncio.gather(*(self._serve_stage(pipe, tg.create_task(
+                    self._guard(producer.run()), name=f"producer-{pipe.stage.name}"))
+                    for pipe, producer in zip(self.pipes, producers, strict=True)))
+                linked.cancel()
                 if shown is not None:
                     shown.cancel()
         finally:
             self._signals(False)
             self._show_progress()  # the final counts, for the reporter's last line
-        if pool.fatal is not None:
-            raise pool.fatal
+        for pipe in self.pipes:
+            if pipe.pool is not None and pipe.pool.fatal is not None:
+                raise pipe.pool.fatal
+
+    async def _serve_stage(self, pipe: StagePipe, produce: asyncio.Task[None]) -> None:
+        """One stage: its pool until done or stopped, then its writer closed (the next stage's hand-off
+        ends once it has read everything this stage wrote)."""
+        assert pipe.pool is not None and pipe.writer is not None
+        await self._serve(pipe.pool, produce)
+        try:
+            pipe.writer.close()  # the last segment goes to the shard writer, which the group waits for
+        except Exception as e:  # e.g. the last fsync failed: a stop with its error, not an ExceptionGroup
+            self._stop_all(e)
+
+    async def _link_stops(self) -> None:
+        """A stage whose pool stops (Ctrl-C, a fatal error, a guard) stops the other stages too."""
+        pools = [p.pool for p in self.pipes if p.pool is not None]
+        if len(pools) < 2:
+            return
+        waits = [asyncio.ensure_future(p.stopped.wait()) for p in pools]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            self._stop_all()
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _stop_all(self, error: BaseException | None = None) -> None:
+        for pipe in self.pipes:
+            if pipe.pool is not None:
+                pipe.pool.stop(error)
 
     async def _guard(self, stage: Awaitable[None]) -> None:
         """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""
         try:
             await stage
         except Exception as e:
-            assert self.pool is not None
-            self.pool.stop(e)
+            self._stop_all(e)
 
     async def _serve(self, pool: Pool, produce: asyncio.Task[None]) -> None:
         """Run the pool until every row is done or it is stopped; then drain what is in flight. Cancelled
@@ -199,7 +312,8 @@ class Job:
             if pool.stopping:
                 produce.cancel()
                 # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
-                grace = self.interrupted is not None or isinstance(pool.fatal, InputError | EndpointsDown | RunStopped)
+                fatal = next((p.pool.fatal for p in self.pipes if p.pool is not None and p.pool.fatal), pool.fatal)
+                grace = self.interrupted is not None or isinstance(fatal, InputError | EndpointsDown | RunStopped)
                 cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
@@ -251,8 +365,7 @@ class Job:
         self.interrupted = sig
         log.warning("%s received: finishing in-flight requests (up to %ss); press Ctrl-C again to quit at once",
                     signal.Signals(sig).name, self.cfg.run.grace_period_s)
-        assert self.pool is not None
-        self.pool.stop()
+        self._stop_all()
 
     # ------------------------------------------------------------ finishing
 
@@ -268,15 +381,30 @@ class Job:
             log.debug("could not record the failed session: %s", err)
 
     def report(self, status: str, counts: dict[str, Any] | None = None) -> RunReport:
+        """The session's report: the last stage's rows (the run's own), and in ``extra["stages"]`` what each
+        earlier stage did (its rows are in its sub-store)."""
         c = self.counters
-        return build_report(str(self.run_dir), status, c, self.endpoints, time.perf_counter() - self.t0, counts,
-                            self.cfg.pricing.cost_usd(c.prompt_tokens, c.completion_tokens))
+        wall = time.perf_counter() - self.t0
+        pricing = self.pipes[-1].stage.cfg.pricing if self.pipes else self.cfg.pricing
+        if c.rows_total is None and len(self.pipes) > 1:
+            c.rows_total = self.pipes[0].counters.rows_total
+        rep = build_report(str(self.run_dir), status, c, self.endpoints, wall, counts,
+                           pricing.cost_usd(c.prompt_tokens, c.completion_tokens))
+        for pipe in self.pipes[:-1]:
+            pc = pipe.counters
+            up = build_report(str(self.run_dir), status, pc, pipe.endpoints, wall,
+                              pipe.store.counts() if counts is not None else None,
+                              pipe.stage.cfg.pricing.cost_usd(pc.prompt_tokens, pc.completion_tokens))
+            rep.extra.setdefault("stages", {})[pipe.stage.name] = up.to_dict()
+        return rep
 
     def _finish(self, stopped: EndpointsDown | RunStopped | None = None) -> RunReport:
         """End the session: its report and counts into the store. ``stopped``: the error of a run a guard
         stopped (its ``status`` is the session's)."""
         store = self.store
         if self.retry_failed and not self.interrupted and stopped is None:
+            for pipe in self.pipes[:-1]:
+                pipe.store.supersede_failures()
             store.supersede_failures()
         counts = store.counts()
         rep = self.report("interrupted" if self.interrupted else "completed", counts)
@@ -302,7 +430,8 @@ def _http_transport(cfg: JobConfig) -> Any:
     notebook passing its own transport, and the dry run, never load aiohttp)."""
     from engine.client import http_transport
 
-    return http_transport(sum(e.max_concurrency for e in cfg.endpoints) + 8, cfg.timeouts.request_s,
+    endpoints = [*cfg.endpoints, *(cfg.generate.endpoints if cfg.generate is not None else ())]
+    return http_transport(sum(e.max_concurrency for e in endpoints) + 8, cfg.timeouts.request_s,
                           cfg.timeouts.connect_s)
 
 

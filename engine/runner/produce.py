@@ -1,33 +1,35 @@
-"""The producer stage: input rows not done yet become work items, only as fast as the pipe has room (L4).
+"""The producer: a stage's input rows not done yet become work items, only as fast as the pipe has room (L4).
 
-Record batches are read and prepared in a worker thread (``Source.batches`` skips done rows, vectorised);
-each row waits for a place in the window (rows in flight plus one window ready to go) and for the shard
-writer (backpressure), is rendered into its prompt and submitted to the pool. Memory stays flat whatever
-the input's size: nothing is read ahead of the window.
+A stage's feed (:mod:`engine.runner.feeds`) gives prepared batches: the run's input read in a worker thread
+(``Source.batches`` skips done rows, vectorised), or the previous stage's answers read back from the store.
+Each row waits for a place in the window (rows in flight plus one window ready to go) and for the shard
+writer (backpressure), is rendered into its prompt by the stage's prompt builder and submitted to the pool.
+Memory stays flat whatever the input's size: nothing is read ahead of the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import orjson
 
 from engine.core.types import WorkItem
 from engine.dispatch import Endpoint, Pool
 from engine.policy.metrics import RunCounters
-from engine.prompts import PromptTemplate, estimate_tokens, render
+from engine.prompts import estimate_tokens
 from engine.records import prompt_too_long_record
 from engine.runner.record import Recorder
-from engine.source import DoneSet, Source
-from engine.stages import AutoBudget
+from engine.source import Prepared
+from engine.stages import AutoBudget, StageDef
 from engine.store import ReuseIndex, StoreWriter
 
 
 class Producer:
-    def __init__(self, source: Source, done: DoneSet, template: PromptTemplate, pool: Pool, recorder: Recorder,
+    def __init__(self, feed: AsyncIterator[Prepared], stage: StageDef, pool: Pool, recorder: Recorder,
                  writer: StoreWriter, window: asyncio.Semaphore, counters: RunCounters, *, total_known: bool,
                  keyed_by: Endpoint, reuse: ReuseIndex | None = None, budget: AutoBudget | None = None):
-        self.source, self.done, self.template = source, done, template
+        self.feed, self.stage = feed, stage
         self.pool, self.recorder, self.writer, self.window = pool, recorder, writer, window
         self.counters = counters
         #: the input's row count was known up front (Parquet metadata), not a hint from an earlier session
@@ -41,15 +43,17 @@ class Producer:
         self.budget = budget
 
     async def run(self) -> None:
-        pool, window, template, ready = self.pool, self.window, self.template, self.writer.ready
+        pool, window, build, ready = self.pool, self.window, self.stage.prompt, self.writer.ready
         key_of, reuse, dumps, budget = self.keyed_by.request_key, self.reuse, orjson.dumps, self.budget
-        it = self.source.batches(self.done)
+        needs_solution = self.stage.needs_solution
         seen_rows = self.counters.rows_done_before
-        while not pool.stopping:
-            prepared = await asyncio.to_thread(next, it, None)
-            if prepared is None:
-                break
-            extras = prepared.extras
+        async for prepared in self.feed:
+            if pool.stopping:
+                return
+            for rec in prepared.failed or ():  # rows the previous stage failed: their final rows
+                seen_rows += 1
+                self.recorder.unsent(rec)
+            extras, convs = prepared.extras, prepared.messages
             for i, rid in enumerate(prepared.row_ids):
                 if not ready.is_set():
                     await self.writer.wait_ready()  # backpressure: the shard writer is behind
@@ -59,14 +63,14 @@ class Producer:
                 task, sol = prepared.tasks[i], prepared.solutions[i]
                 extra = extras[i] if extras is not None else {}
                 seen_rows += 1
-                if not task or not sol:
+                if not task or (needs_solution and not sol):
                     self.recorder.invalid(WorkItem(rid, task or "", sol or "", [], 0, extra))
                     window.release()
                     continue
-                messages = render(template, task, sol)
+                messages = build(task, sol, convs[i] if convs is not None else None)
                 body = dumps(messages)
-                item = WorkItem(rid, task, sol, messages, estimate_tokens(messages), extra, messages_json=body)
-                if budget is not None:
+                item = WorkItem(rid, task, sol or "", messages, estimate_tokens(messages), extra, messages_json=body)
+                if budget is not None and sol:
                     max_tokens = budget(item.prompt_tokens_est, (len(sol) + 3) // 4)
                     if max_tokens < 1:  # the prompt alone fills the context: never sent
                         assert budget.context is not None

@@ -15,20 +15,21 @@ from typing import Any
 
 from engine import records
 from engine.core.errors import EndpointError
-from engine.core.types import Completion, Markers, WorkItem
+from engine.core.types import Completion, WorkItem
 from engine.dispatch import Endpoint, Finished
 from engine.policy.metrics import RunCounters
+from engine.stages import StageRecords
 from engine.store import StoredAnswer, StoreWriter
 
 
 class Recorder:
     def __init__(self, writer: StoreWriter, counters: RunCounters, window: asyncio.Semaphore, *,
-                 markers: Markers, max_tokens: int, keyed_by: Endpoint):
+                 records: StageRecords, keyed_by: Endpoint):
         self.writer = writer
         self.counters = counters
         self.window = window
-        self.markers = markers
-        self.max_tokens = max_tokens
+        #: the stage's record builders
+        self.records = records
         #: the endpoint whose request keys the producer made
         self.keyed_by = keyed_by
         #: sees every record as it is counted (the quality guard, ``runner.guards``); None: nobody watches
@@ -52,7 +53,7 @@ class Recorder:
 
     def invalid(self, item: WorkItem) -> None:
         """A row with an empty task or answer: recorded as ``invalid_input``, never sent."""
-        self.writer.append([self._count(records.invalid_input_record(item))])
+        self.writer.append([self._count(self.records.invalid(item))])
 
     def unsent(self, rec: dict[str, Any]) -> None:
         """A failure record of a row that is never sent (e.g. ``prompt_too_long``)."""
@@ -60,8 +61,8 @@ class Recorder:
 
     def reused(self, item: WorkItem, answer: StoredAnswer) -> None:
         """A row whose request was answered in an earlier run: that answer is recorded, nothing is sent."""
-        rec = records.completion_record(item, answer.completion, model=answer.model or "", endpoint=answer.endpoint or "",
-                                        markers=self.markers, max_tokens=self.max_tokens, reused_from=answer.source)
+        rec = self.records.completion(item, answer.completion, model=answer.model or "", endpoint=answer.endpoint or "",
+                                      reused_from=answer.source)
         self.counters.rows_reused += 1
         self.writer.append([self._count(rec)])
 
@@ -70,14 +71,12 @@ class Recorder:
         if ep is not self.keyed_by and item.request_key is not None:  # another endpoint: its own key
             item.request_key = ep.request_key(item.messages_json, item.max_tokens)
         if comp is not None:
-            rec = records.completion_record(item, comp, model=ep.model, endpoint=ep.name, markers=self.markers,
-                                            max_tokens=self.max_tokens)
+            rec = self.records.completion(item, comp, model=ep.model, endpoint=ep.name)
             c.prompt_tokens += comp.prompt_tokens or 0
             c.completion_tokens += comp.completion_tokens or 0
         else:
             assert err is not None
-            rec = records.failure_record(item, err.kind, str(err), err.raw, model=ep.model, endpoint=ep.name,
-                                         max_tokens=self.max_tokens)
+            rec = self.records.failure(item, err.kind, str(err), err.raw, model=ep.model, endpoint=ep.name)
         if item.first_sent is not None:
             c.latency.record(asyncio.get_running_loop().time() - item.first_sent)
         return self._count(rec)

@@ -29,20 +29,22 @@ from engine.dispatch import Endpoint
 log = logging.getLogger("clair")
 
 
-def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
+def make_endpoints(cfg: JobConfig, max_tokens: int, *, where: str = "endpoints") -> list[Endpoint]:
+    """``where``: the config key of these endpoints (``generate.endpoints`` for the generate stage's)."""
     eps = []
+    prefix = "endpoint" if where == "endpoints" else "generate"
     for i, e in enumerate(cfg.endpoints):
         headers = dict(e.headers)
         key = e.api_key()
         if e.api_key_env and not key:
-            raise StartupError(f"endpoints[{i}].api_key_env names {e.api_key_env}, which is not set; export it first")
+            raise StartupError(f"{where}[{i}].api_key_env names {e.api_key_env}, which is not set; export it first")
         if key and e.azure:
             headers["api-key"] = key  # Azure OpenAI's key header (no bearer token)
         elif key:
             headers["Authorization"] = f"Bearer {key}"
         eps.append(
             Endpoint(
-                name=e.name or f"endpoint{i}",
+                name=e.name or f"{prefix}{i}",
                 url=e.url,
                 model=e.model,
                 headers=headers,
@@ -65,7 +67,8 @@ def make_endpoints(cfg: JobConfig, max_tokens: int) -> list[Endpoint]:
     return eps
 
 
-async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s: float) -> None:
+async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s: float, *,
+                        where: str = "endpoints") -> None:
     """GET /models on every endpoint, all at once; raise StartupError before any row is sent when an
     endpoint refuses the key, does not serve the model or does not speak the API, or when every one is
     unreachable. An unreachable endpoint among healthy ones is left out for now: one line, its breaker
@@ -80,16 +83,16 @@ async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s:
     results = await asyncio.gather(*(check(ep) for ep in endpoints), return_exceptions=True)
     dead: list[tuple[int, Endpoint, BaseException]] = []
     for i, (ep, res) in enumerate(zip(endpoints, results, strict=True)):
-        where = f"endpoints[{i}] ({ep.url})"
+        at = f"{where}[{i}] ({ep.url})"
         if isinstance(res, ConnectError | RequestTimeout):
             dead.append((i, ep, res))
         elif isinstance(res, HTTPStatusError) and res.status in (401, 403):
             raise StartupError(
-                f"{where} rejected the API key (HTTP {res.status}); check the env var named in api_key_env")
+                f"{at} rejected the API key (HTTP {res.status}); check the env var named in api_key_env")
         elif isinstance(res, MalformedResponse):
-            raise StartupError(f"{where} {res}; set url to the server's OpenAI-compatible base URL (ending in /v1)")
+            raise StartupError(f"{at} {res}; set url to the server's OpenAI-compatible base URL (ending in /v1)")
         elif isinstance(res, EndpointError):
-            raise StartupError(f"{where} failed the start-up check ({res}); check the url")
+            raise StartupError(f"{at} failed the start-up check ({res}); check the url")
         elif isinstance(res, BaseException):
             raise res
         elif res is None:
@@ -97,14 +100,14 @@ async def startup_check(client: Transport, endpoints: list[Endpoint], timeout_s:
             ep.unverified = True
         elif ep.model not in res:
             shown = ", ".join(res[:10]) or "none"
-            raise StartupError(f"{where} does not serve model {ep.model!r} (it serves: {shown}); fix endpoints[{i}].model")
+            raise StartupError(f"{at} does not serve model {ep.model!r} (it serves: {shown}); fix {where}[{i}].model")
         elif ep.context_length is None:  # a ModelList (engine.client) knows the context lengths it was told
             ep.context_length = (getattr(res, "context_lengths", None) or {}).get(ep.model)
     if dead and len(dead) == len(endpoints):
         i, ep, err = dead[0]
         more = f" (and {len(dead) - 1} more endpoint(s) likewise)" if len(dead) > 1 else ""
-        raise StartupError(f"endpoints[{i}] ({ep.url}) is unreachable ({err}){more}; start the server or fix the url")
+        raise StartupError(f"{where}[{i}] ({ep.url}) is unreachable ({err}){more}; start the server or fix the url")
     for i, ep, err in dead:
-        log.warning("endpoints[%d] (%s) is unreachable (%s); going on without it, it is tried again later",
-                    i, ep.url, err)
+        log.warning("%s[%d] (%s) is unreachable (%s); going on without it, it is tried again later",
+                    where, i, ep.url, err)
         ep.breaker.trip()

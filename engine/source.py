@@ -164,6 +164,8 @@ class MessagesPath:
     def parse(cls, text: str, key: str = _MESSAGES_KEY) -> MessagesPath:
         m = _SLICE.search(text or "")
         base = text[: m.start()] if m else text
+        if m and not base:
+            raise InputError(f"{key} {text!r} is not a column path; use e.g. messages or chosen[:-1]")
         return cls(text, ColumnPath.parse(base, key, hint="use e.g. messages or chosen[:-1]",
                                           steps_hint=", and at the end an optional [:N] or [:-N] slice"),
                    int(m.group(1)) if m else None)
@@ -222,7 +224,7 @@ class MessagesPath:
         bad = pc.or_(roles.is_null(), pc.fill_null(blank_mask(contents), True)).to_numpy(zero_copy_only=False)
         blank = np.bincount(np.repeat(np.arange(n), lens)[bad], minlength=n) > 0
         invalid = empty | not_user_last | blank
-        turns = pc.binary_join_element_wise(pc.utf8_capitalize(roles), contents, ": ")
+        turns = pc.binary_join_element_wise(pc.utf8_capitalize(roles), contents, pa.scalar(": ", pa.large_string()))
         joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(new_off), turns),
                                 pa.scalar("\n\n", pa.large_string()))
         if total:  # one message: its content as it is

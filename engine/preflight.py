@@ -10,10 +10,11 @@ changes the run's fingerprint. So before a run opens its run directory (and befo
 * JSON lines, CSV and JSON files: one pass with the run's own streaming reader, which proves every line is
   UTF-8, parses (a truncated line, a line that is not an object) and fits the column types the reader
   fixed on the first block; Parquet files without an id column: their footers only;
-* the column mapping (``input.columns.task`` / ``student_solution``) on a sample of rows (the first 1,000,
-  then slices spread through the input, only while no usable value has been seen): a path that is null,
-  empty or whitespace in every sampled row is an error that names the step that fails and what the rows
-  hold there.
+* the column mapping (``input.columns.task`` or ``messages``, and ``student_solution`` when the run reads
+  one) on a sample of rows (the first 1,000, then slices spread through the input, only while no usable
+  value has been seen): a path that is null, empty or whitespace in every sampled row is an error that
+  names the step that fails and what the rows hold there; a message list that gives no conversation
+  ending in a user turn, likewise.
 
 Every problem is an :class:`InputError` naming the file, the line or row (1-based) and the fix. Hub datasets
 (``input.dataset``): the mapping sample on their first 1,000 rows only (a whole scan would download it).
@@ -39,6 +40,7 @@ from engine.core.errors import InputError
 from engine.source import (
     FORMATS,
     ColumnPath,
+    MessagesPath,
     Source,
     bad_utf8,
     blank_mask,
@@ -87,8 +89,7 @@ class PreflightReport:
 def preflight(source: Source) -> PreflightReport:
     """Check ``source``'s input before any request; raises :class:`InputError` on the first problem."""
     t0 = time.perf_counter()
-    probes = [_PathProbe(source.task_path, "input.columns.task"),
-              _PathProbe(source.sol_path, "input.columns.student_solution")]
+    probes = _probes(source)
     where = _where(source)
     if not source.files:  # hub dataset: the mapping sample only
         rows = 0
@@ -102,7 +103,7 @@ def preflight(source: Source) -> PreflightReport:
                 break
         for p in probes:
             p.check(where)
-        return _done(PreflightReport(0, rows, False, False, probes[1].rows, time.perf_counter() - t0,
+        return _done(PreflightReport(0, rows, False, False, probes[-1].rows, time.perf_counter() - t0,
                                      "mapping sample (hub dataset)"))
     ids = _IdScan(source.id_column, source.dataset) if source.id_column is not None else None
     fmt = FORMATS[source.files[0].suffix.lower()]
@@ -120,8 +121,21 @@ def preflight(source: Source) -> PreflightReport:
         p.check(where)
     if ids is not None:
         ids.check()
-    return _done(PreflightReport(len(source.files), rows, ids is not None, fmt != "parquet", probes[1].rows,
+    return _done(PreflightReport(len(source.files), rows, ids is not None, fmt != "parquet", probes[-1].rows,
                                  time.perf_counter() - t0, "full"))
+
+
+def _probes(source: Source) -> list[_Probe]:
+    """The mapping's probes: the task (a text column or a message list), then the student answer if any
+    (the last probe's sampled rows are the report's)."""
+    probes: list[_Probe] = []
+    if source.task_path is not None:
+        probes.append(_PathProbe(source.task_path, "input.columns.task"))
+    if source.messages_path is not None:
+        probes.append(_MessagesProbe(source.messages_path, "input.columns.messages"))
+    if source.sol_path is not None:
+        probes.append(_PathProbe(source.sol_path, "input.columns.student_solution"))
+    return probes
 
 
 def _done(rep: PreflightReport) -> PreflightReport:
@@ -141,7 +155,7 @@ def _where(source: Source) -> str:
 # ---------------------------------------------------------------- scanners
 
 
-def _scan_parquet(source: Source, ids: _IdScan | None, probes: list[_PathProbe]) -> int:
+def _scan_parquet(source: Source, ids: _IdScan | None, probes: list[_Probe]) -> int:
     """Parquet: footers; the id column alone, streamed; the mapping columns on a sample."""
     import pyarrow.parquet as pq
 
@@ -200,7 +214,7 @@ def _scan_parquet(source: Source, ids: _IdScan | None, probes: list[_PathProbe])
     return rows
 
 
-def _scan_batches(source: Source, ids: _IdScan | None, probes: list[_PathProbe], *, decode: bool) -> int:
+def _scan_batches(source: Source, ids: _IdScan | None, probes: list[_Probe], *, decode: bool) -> int:
     """JSON lines, CSV, JSON, Arrow IPC: every batch through the run's own reader (which locates a line it
     cannot parse); JSON text also proven UTF-8 (Arrow's JSON reader passes bad bytes through)."""
     rows = 0
@@ -273,7 +287,7 @@ class _Part:
     utf8: bool = False
 
 
-def _scan_jsonl_parallel(source: Source, f: Path, ids: _IdScan | None, probes: list[_PathProbe], base: int) -> int:
+def _scan_jsonl_parallel(source: Source, f: Path, ids: _IdScan | None, probes: list[_Probe], base: int) -> int:
     """One big JSON-lines file in parallel byte ranges (cut at line ends); results are assembled in file
     order, so the first problem reported is the first in the file. Returns ``base`` + the file's rows."""
     import pyarrow.json as pjson
@@ -453,3 +467,51 @@ class _PathProbe:
         fields = ", ".join(tp.field(i).name for i in range(tp.num_fields)) if pa.types.is_struct(tp) else "?"
         raise InputError(f"{head}: field {step!r} of {before!r} is null in every one (its fields: {fields}); "
                          f"point {key} at a field that holds the text")
+
+
+class _MessagesProbe:
+    """How the sampled rows' message lists fare: rows with no messages, rows whose last message is not the
+    user's, rows with a blank message, and the rows that give a task."""
+
+    def __init__(self, path: MessagesPath, key: str):
+        self.path, self.key = path, key
+        self.rows = 0
+        self.usable = 0
+        self.empty = 0
+        self.not_user = 0
+        self.last_roles: set[str | None] = set()
+
+    @property
+    def satisfied(self) -> bool:
+        return self.usable > 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.satisfied or batch.num_rows == 0:
+            return
+        conv = self.path.evaluate(batch)
+        self.rows += batch.num_rows
+        self.usable += len(conv.tasks) - conv.tasks.null_count
+        self.empty += int(conv.empty.sum())
+        self.not_user += int(conv.not_user_last.sum())
+        self.last_roles.update(pc.unique(conv.last_roles).to_pylist())
+
+    def check(self, where: str) -> None:
+        if self.rows == 0 or self.satisfied:
+            return
+        p, key = self.path, self.key
+        head = f"{key} {p.text!r} gives no usable conversation in all {self.rows} sampled rows of {where}"
+        sliced = " after the slice" if p.stop is not None else ""
+        if self.empty == self.rows:
+            raise InputError(f"{head}: every message list is null or empty{sliced}; point {key} at a column of "
+                             "chat messages")
+        if self.empty + self.not_user == self.rows:
+            roles = ", ".join(sorted(str(r) for r in self.last_roles - {"user"}))
+            fix = (f"use {p.unsliced}[:-1] to drop the final answer" if p.stop is None and "assistant" in
+                   self.last_roles else f"point {key} (or its slice) at the conversation up to the user's turn")
+            raise InputError(f"{head}: no conversation ends in a user turn (they end in: {roles}); the student "
+                             f"answers the user's last message: {fix}")
+        raise InputError(f"{head}: each conversation that ends in a user turn has a message whose role or "
+                         "content is null, empty or whitespace-only; fix those messages")
+
+
+_Probe = _PathProbe | _MessagesProbe

@@ -31,6 +31,9 @@ FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "c
            ".feather": "arrow", ".ndjson": "jsonl"}
 _STEP = re.compile(r"\.([A-Za-z_][\w\-]*)|\[(-?\d+)\]")
 _HEAD = re.compile(r"[^.\[\]]+")
+#: a trailing slice of a message list: ``[:N]`` (the first N messages) or ``[:-N]`` (all but the last N)
+_SLICE = re.compile(r"\[:(-?\d+)\]$")
+_PATH_HINT = "use e.g. prompt or rejected[1].content"
 
 
 
@@ -44,17 +47,17 @@ class ColumnPath:
     steps: tuple[str | int, ...]
 
     @classmethod
-    def parse(cls, text: str, key: str) -> ColumnPath:
+    def parse(cls, text: str, key: str, *, hint: str = _PATH_HINT, steps_hint: str = "") -> ColumnPath:
         m = _HEAD.match(text or "")
         if not m:
-            raise InputError(f"{key} {text!r} is not a column path; use e.g. prompt or rejected[1].content")
+            raise InputError(f"{key} {text!r} is not a column path; {hint}")
         steps: list[str | int] = []
         pos = m.end()
         while pos < len(text):
             s = _STEP.match(text, pos)
             if not s:
                 raise InputError(
-                    f"{key} {text!r}: cannot read the path at {text[pos:]!r}; use .field and [index] steps"
+                    f"{key} {text!r}: cannot read the path at {text[pos:]!r}; use .field and [index] steps{steps_hint}"
                 )
             steps.append(s.group(1) if s.group(1) is not None else int(s.group(2)))
             pos = s.end()
@@ -62,6 +65,12 @@ class ColumnPath:
 
     def check(self, schema: pa.Schema, key: str) -> None:
         """Fail before any request if the path cannot apply to this schema."""
+        tp = self.type_in(schema, key)
+        if not (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
+            raise InputError(f"{key} {self.text!r} gives {tp}, not text; point {key} at a string")
+
+    def type_in(self, schema: pa.Schema, key: str) -> pa.DataType:
+        """The type the path gives in this schema; fails if a step cannot apply."""
         if self.head not in schema.names:
             raise InputError(
                 f"input column {self.head!r} (from {key}: {self.text}) not found; the input has columns: "
@@ -77,8 +86,7 @@ class ColumnPath:
                 if not pa.types.is_struct(tp) or tp.get_field_index(step) < 0:
                     raise InputError(f"{key} {self.text!r}: no field {step!r} in {tp}; fix {key}")
                 tp = tp.field(step).type
-        if not (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
-            raise InputError(f"{key} {self.text!r} gives {tp}, not text; point {key} at a string")
+        return tp
 
     def trace(self, batch: pa.RecordBatch) -> list[pa.Array]:
         """The values after the head column and after each step (``trace(b)[-1]`` is ``evaluate(b)``)."""
@@ -117,6 +125,116 @@ def _list_index(arr: pa.Array, k: int) -> pa.Array:
         return pa.nulls(len(arr), values.type)
     taken = values.take(pa.array(idx))
     return pc.if_else(pa.array(ok), taken, pa.scalar(None, taken.type))
+
+
+# ---------------------------------------------------------------- chat message lists
+
+_MESSAGES_KEY = "input.columns.messages"
+
+
+@dataclass(frozen=True)
+class Conversations:
+    """One batch's message lists, evaluated (one entry per row)."""
+
+    #: each row's task as text (null: the row is invalid input)
+    tasks: pa.Array
+    #: each row's messages after the slice, as list<struct<role, content>> (null where the task is)
+    messages: pa.Array
+    #: per row: no messages (a null or empty list, or nothing left after the slice)
+    empty: np.ndarray
+    #: per row: the last message is not a user message (False for an empty row)
+    not_user_last: np.ndarray
+    #: per row: a message whose role or content is null, or whose content is empty or whitespace
+    blank: np.ndarray
+    #: the last messages' roles of the non-empty rows
+    last_roles: pa.Array
+
+
+@dataclass(frozen=True)
+class MessagesPath:
+    """A column path to a chat message list (``list<struct<role: string, content: string>>``, as in
+    UltraFeedback's ``chosen``), optionally ending in a slice ``[:N]`` (the first N messages) or ``[:-N]``
+    (all but the last N): ``chosen[:-1]`` is the conversation without its final assistant answer."""
+
+    text: str
+    base: ColumnPath
+    stop: int | None
+
+    @classmethod
+    def parse(cls, text: str, key: str = _MESSAGES_KEY) -> MessagesPath:
+        m = _SLICE.search(text or "")
+        base = text[: m.start()] if m else text
+        if m and not base:
+            raise InputError(f"{key} {text!r} is not a column path; use e.g. messages or chosen[:-1]")
+        return cls(text, ColumnPath.parse(base, key, hint="use e.g. messages or chosen[:-1]",
+                                          steps_hint=", and at the end an optional [:N] or [:-N] slice"),
+                   int(m.group(1)) if m else None)
+
+    @property
+    def head(self) -> str:
+        return self.base.head
+
+    @property
+    def unsliced(self) -> str:
+        return self.base.text
+
+    def check(self, schema: pa.Schema, key: str = _MESSAGES_KEY) -> None:
+        """Fail before any request unless the path gives a list of structs with string role and content."""
+        tp = self.base.type_in(schema, key)
+        ok = pa.types.is_list(tp) or pa.types.is_large_list(tp) or pa.types.is_fixed_size_list(tp)
+        if ok:
+            item = tp.value_type
+            ok = pa.types.is_struct(item) and all(
+                item.get_field_index(f) >= 0
+                and (pa.types.is_string(item.field(f).type) or pa.types.is_large_string(item.field(f).type))
+                for f in ("role", "content"))
+        if not ok:
+            raise InputError(f"{key} {self.text!r}: {self.base.text!r} is {tp}, not a list of chat messages "
+                             "(list<struct<role: string, content: string>>); point "
+                             f"{key} at such a column (e.g. chosen[:-1]), or use input.columns.task for a text prompt")
+
+    def evaluate(self, batch: pa.RecordBatch) -> Conversations:
+        """Each row's messages (after the slice) and their text form, vectorised: one message is its
+        content; more are the turns as "User: ...\n\nAssistant: ..." (a system message as "System: ...").
+        A row is invalid (null task) when it has no messages, its last message is not a user message, or a
+        message has a null role or a null or blank content."""
+        arr: Any = self.base.evaluate(batch)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if pa.types.is_fixed_size_list(arr.type):
+            arr = arr.cast(pa.list_(arr.type.value_type))
+        n = len(arr)
+        offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        starts = offsets[:-1]
+        lens = np.where(arr.is_valid().to_numpy(zero_copy_only=False), offsets[1:] - starts, 0)
+        if self.stop is not None:
+            lens = np.minimum(lens, self.stop) if self.stop >= 0 else np.maximum(lens + self.stop, 0)
+        new_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=new_off[1:])
+        total = int(new_off[-1])
+        idx = np.repeat(starts - new_off[:-1], lens) + np.arange(total, dtype=np.int64)
+        values = arr.values.take(pa.array(idx, pa.int64()))
+        roles = pc.struct_field(values, "role").cast(pa.large_string())
+        contents = pc.struct_field(values, "content").cast(pa.large_string())
+        empty = lens == 0
+        full = np.flatnonzero(~empty)
+        last_roles = roles.take(pa.array(new_off[1:][full] - 1, pa.int64()))
+        not_user_last = np.zeros(n, dtype=bool)
+        not_user_last[full] = ~pc.fill_null(pc.equal(last_roles, "user"), False).to_numpy(zero_copy_only=False)
+        bad = pc.or_(roles.is_null(), pc.fill_null(blank_mask(contents), True)).to_numpy(zero_copy_only=False)
+        blank = np.bincount(np.repeat(np.arange(n), lens)[bad], minlength=n) > 0
+        invalid = empty | not_user_last | blank
+        turns = pc.binary_join_element_wise(pc.utf8_capitalize(roles), contents, pa.scalar(": ", pa.large_string()))
+        joined = pc.binary_join(pa.LargeListArray.from_arrays(pa.array(new_off), turns),
+                                pa.scalar("\n\n", pa.large_string()))
+        if total:  # one message: its content as it is
+            first = contents.take(pa.array(np.minimum(new_off[:-1], total - 1), pa.int64()))
+            joined = pc.if_else(pa.array(lens == 1), first, joined)
+        mask = pa.array(invalid)
+        tasks = pc.if_else(mask, pa.scalar(None, pa.large_string()), joined)
+        pairs = pa.StructArray.from_arrays([roles, contents], names=["role", "content"])
+        messages = pa.LargeListArray.from_arrays(pa.array(new_off), pairs, mask=mask)
+        return Conversations(tasks, messages, empty, not_user_last, blank, last_roles)
 
 
 # ---------------------------------------------------------------- files
@@ -479,10 +597,13 @@ class Prepared:
     """One batch of rows ready for prompting (Python lists, same length)."""
 
     row_ids: list[Any]
+    #: the task as text (None: invalid input); from ``input.columns.messages``, the conversation's text form
     tasks: list[str | None]
+    #: the student answers (all None for a source without a student column)
     solutions: list[str | None]
     extras: list[dict[str, Any]] | None
-    #: each row's conversation (``input.columns.messages``), else None
+    #: each row's chat messages ({"role", "content"}; None where the task is None), for a source read from
+    #: ``input.columns.messages``; None for a source read from a text column
     messages: list[list[dict[str, str]] | None] | None = None
     #: final failure records of rows an earlier stage failed (the hand-off between stages), else None
     failed: list[dict[str, Any]] | None = None
@@ -499,26 +620,39 @@ class Source:
         name: str | None = None,
         split: str = "train",
         revision: str | None = None,
-        task: str = "prompt",
-        student_solution: str = "rejected[1].content",
+        task: str | None = None,
+        student_solution: str | None = "rejected[1].content",
+        messages: str | None = None,
         id_column: str | None = None,
         limit: int | None = None,
         batch_rows: int = 1024,
         keep_input_columns: bool = True,
         exclude: Path | None = None,
     ):
-        """``exclude``: the run directory, never read as input (see :func:`resolve_files`)."""
+        """``task``: the task's text column (None: ``prompt``, unless ``messages`` gives the task);
+        ``student_solution``: the student answer's column (None: none, the generate stage writes them);
+        ``messages``: a chat message list column (see :class:`MessagesPath`) instead of ``task``;
+        ``exclude``: the run directory, never read as input (see :func:`resolve_files`)."""
+        if task is not None and messages is not None:
+            raise InputError("input.columns.task and input.columns.messages are both set; give one of them")
         self.path, self.dataset, self.name, self.split, self.revision = path, dataset, name, split, revision
-        self.task_path = ColumnPath.parse(task, "input.columns.task")
-        self.sol_path = ColumnPath.parse(student_solution, "input.columns.student_solution")
+        self.messages_path = MessagesPath.parse(messages) if messages is not None else None
+        self.task_path = (ColumnPath.parse(task if task is not None else "prompt", "input.columns.task")
+                          if self.messages_path is None else None)
+        self.sol_path = (ColumnPath.parse(student_solution, "input.columns.student_solution")
+                         if student_solution is not None else None)
         self.id_column, self.limit, self.batch_rows = id_column, limit, batch_rows
         self.keep_input_columns = keep_input_columns
         #: the task / solution columns: read as text from CSV even when they look like numbers
-        self._text_columns = (self.task_path.head, self.sol_path.head)
+        self._text_columns = tuple(p.head for p in (self.task_path, self.sol_path) if p is not None)
         self.files = resolve_files(path, exclude) if path is not None else []
         self.schema = self._first_schema()
-        self.task_path.check(self.schema, "input.columns.task")
-        self.sol_path.check(self.schema, "input.columns.student_solution")
+        if self.task_path is not None:
+            self.task_path.check(self.schema, "input.columns.task")
+        if self.messages_path is not None:
+            self.messages_path.check(self.schema)
+        if self.sol_path is not None:
+            self.sol_path.check(self.schema, "input.columns.student_solution")
         if id_column is not None:
             if id_column not in self.schema.names:
                 raise InputError(
@@ -549,12 +683,13 @@ class Source:
             if self.files
             else {"dataset": self.dataset, "name": self.name, "split": self.split, "revision": self.revision}
         )
-        return {
-            **ident,
-            "task": self.task_path.text,
-            "student_solution": self.sol_path.text,
-            "id_column": self.id_column,
-        }
+        mapping: dict[str, Any] = (
+            {"task": self.task_path.text} if self.task_path is not None
+            else {"messages": self.messages_path.text} if self.messages_path is not None else {}
+        )
+        if self.sol_path is not None:
+            mapping["student_solution"] = self.sol_path.text
+        return {**ident, **mapping, "id_column": self.id_column}
 
     def _first_schema(self) -> pa.Schema:
         if self.files:
@@ -667,8 +802,15 @@ class Source:
                 continue
             try:
                 row_ids = ids_arr.to_pylist()
-                tasks = blank_to_null(self.task_path.evaluate(b)).to_pylist()
-                sols = blank_to_null(self.sol_path.evaluate(b)).to_pylist()
+                messages = None
+                if self.task_path is not None:
+                    tasks = blank_to_null(self.task_path.evaluate(b)).to_pylist()
+                else:
+                    assert self.messages_path is not None
+                    conv = self.messages_path.evaluate(b)
+                    tasks, messages = conv.tasks.to_pylist(), conv.messages.to_pylist()
+                sols = (blank_to_null(self.sol_path.evaluate(b)).to_pylist() if self.sol_path is not None
+                        else [None] * b.num_rows)
                 extras = None
                 if self.kept:
                     cols = {}
@@ -683,7 +825,7 @@ class Source:
                     raise InputError(f"input.dataset {self.dataset} has text that is not UTF-8 after row {at}; "
                                      "fix the dataset") from None
                 raise InputError(read_error(f, e, at)) from None
-            yield Prepared(row_ids, tasks, sols, extras)
+            yield Prepared(row_ids, tasks, sols, extras, messages)
 
     def limited_batches(self, done: DoneSet | None = None) -> Iterator[tuple[Path | None, int, pa.RecordBatch | _Skip]]:
         """``located_batches`` cut at ``limit`` rows; never reads a batch (or opens a file) past it."""

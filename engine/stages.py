@@ -38,6 +38,8 @@ def load_prompt(cfg: JobConfig) -> PromptTemplate:
 
 
 def open_source(cfg: JobConfig) -> Source:
+    """The input of the run's first stage: with ``generate:``, the tasks alone (a text column or a chat message
+    list; the generate stage writes the student answers); otherwise the tasks and the student answers."""
     i = cfg.input
     return Source(
         path=str(cfg.resolve(i.path)) if i.path else None,
@@ -45,8 +47,9 @@ def open_source(cfg: JobConfig) -> Source:
         name=i.name,
         split=i.split,
         revision=i.revision,
-        task=i.columns.task,
-        student_solution=i.columns.student_solution,
+        task=i.columns.task_column,
+        student_solution=i.columns.student_solution_column(cfg.has_generate),
+        messages=i.columns.messages,
         id_column=i.id_column,
         limit=i.limit,
         batch_rows=i.batch_rows,

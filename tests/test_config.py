@@ -146,8 +146,9 @@ def test_full_config_every_key(tmp_path: Path) -> None:
 
 def test_defaults_of_a_minimal_config() -> None:
     cfg = from_dict(minimal())
-    assert cfg.input.columns.task == "prompt"
-    assert cfg.input.columns.student_solution == "rejected[1].content"
+    assert cfg.input.columns.task_column == "prompt"
+    assert cfg.input.columns.student_solution_column(cfg.has_generate) == "rejected[1].content"
+    assert cfg.has_revise and not cfg.has_generate and cfg.generate is None
     assert (cfg.input.split, cfg.input.limit, cfg.input.batch_rows, cfg.input.id_column) == ("train", None, 1024, None)
     assert cfg.input.precheck is True
     assert from_dict(with_(input={"path": "in.parquet", "precheck": False})).input.precheck is False
@@ -208,7 +209,7 @@ def test_errors_are_user_errors() -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown config key inptu; known keys here: budget, endpoints, generation, guard, input,"):
+    with pytest.raises(ConfigError, match=r"^unknown config key inptu; known keys here: budget, endpoints, generate, generation, guard, input,"):
         from_dict(with_(inptu={"path": "x"}))
 
 
@@ -221,7 +222,7 @@ def test_unknown_nested_key() -> None:
 
 def test_unknown_deeply_nested_key() -> None:
     with pytest.raises(ConfigError, match=r"unknown config key input\.columns\.solution; known keys here: "
-                                          r"student_solution, task"):
+                                          r"messages, student_solution, task"):
         from_dict(with_(input={"columns": {"solution": "x"}}))
 
 

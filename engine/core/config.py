@@ -71,10 +71,40 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
 
 
+#: the task column of a config that names none (and has no ``columns.messages``)
+DEFAULT_TASK_COLUMN = "prompt"
+#: the student-answer column of a revise-only config that names none (UltraFeedback-style ``rejected``)
+DEFAULT_STUDENT_SOLUTION_COLUMN = "rejected[1].content"
+
+
 @dataclass(frozen=True)
 class ColumnsConfig:
-    task: str = "prompt"
-    student_solution: str = "rejected[1].content"
+    """Where a row's task (and, in a revise-only run, its student answer) is read from. A key left out (null)
+    takes its default: read the resolved values through :attr:`task_column` and
+    :meth:`student_solution_column`, never the fields."""
+
+    task: str | None = None
+    student_solution: str | None = None
+    #: a column of chat messages (list of {role, content}), optionally sliced: ``chosen[:-1]``
+    messages: str | None = None
+
+    def check(self) -> None:
+        if self.task is not None and self.messages is not None:
+            raise ConfigError("input.columns.task and input.columns.messages are both set; give one of them "
+                              "(task: a text column, messages: a chat message list)")
+
+    @property
+    def task_column(self) -> str | None:
+        """The task's column path; None when the task comes from ``messages``."""
+        if self.task is not None:
+            return self.task
+        return DEFAULT_TASK_COLUMN if self.messages is None else None
+
+    def student_solution_column(self, has_generate: bool) -> str | None:
+        """The student answer's column path; None in a run with a generate stage (it writes the answers)."""
+        if has_generate:
+            return None
+        return self.student_solution if self.student_solution is not None else DEFAULT_STUDENT_SOLUTION_COLUMN
 
 
 @dataclass(frozen=True)
@@ -98,6 +128,7 @@ class InputConfig:
             raise ConfigError("input.limit must be >= 0 (or null for all rows)")
         if not 1 <= self.batch_rows <= 1_000_000:
             raise ConfigError("input.batch_rows must be between 1 and 1000000")
+        self.columns.check()
 
 
 @dataclass(frozen=True)
@@ -279,21 +310,24 @@ class BudgetConfig:
     #: output tokens for the whole run (for endpoints without prices, e.g. self-hosted)
     max_output_tokens: int | None = None
 
-    def check(self, pricing: PricingConfig, generation: dict[str, Any]) -> None:
+    def check(self, pricing: PricingConfig, generation: dict[str, Any], stage: str = "") -> None:
+        """``pricing`` and ``generation`` of one stage; ``stage``: its config prefix ("" for the top level,
+        "generate." for the student's)."""
         if self.max_usd is not None and self.max_usd <= 0:
             raise ConfigError("budget.max_usd must be > 0 (or null for no budget)")
         if self.max_output_tokens is not None and self.max_output_tokens < 1:
             raise ConfigError("budget.max_output_tokens must be >= 1 (or null for no budget)")
         if self.max_usd is not None:
             if pricing.input_per_million is None or pricing.output_per_million is None:
-                raise ConfigError("budget.max_usd needs prices: set pricing.input_per_million and "
-                                  "pricing.output_per_million (USD per million tokens), or use "
+                raise ConfigError(f"budget.max_usd needs prices: set {stage}pricing.input_per_million and "
+                                  f"{stage}pricing.output_per_million (USD per million tokens), or use "
                                   "budget.max_output_tokens for an endpoint without prices")
             if pricing.input_per_million < 0 or pricing.output_per_million < 0:
-                raise ConfigError("pricing.input_per_million and pricing.output_per_million must be >= 0")
+                raise ConfigError(f"{stage}pricing.input_per_million and {stage}pricing.output_per_million must "
+                                  "be >= 0")
         if (self.max_usd is not None or self.max_output_tokens is not None) and generation.get("max_tokens") is None:
-            raise ConfigError("a budget needs generation.max_tokens: without it an answer's size (and cost) has "
-                              "no bound")
+            raise ConfigError(f"a budget needs {stage}generation.max_tokens: without it an answer's size (and cost) "
+                              "has no bound")
 
 
 @dataclass(frozen=True)
@@ -338,6 +372,95 @@ class MaxTokensAutoConfig:
             raise ConfigError("max_tokens_auto.margin must be >= 0 (tokens for the rationale)")
 
 
+def check_endpoints(endpoints: tuple[EndpointConfig, ...], where: str, allow_mixed_models: bool) -> None:
+    """The rules every stage's endpoint list follows; ``where``: its config key (``endpoints``,
+    ``generate.endpoints``)."""
+    if not endpoints:
+        raise ConfigError(f"{where}: at least one endpoint is required (url + model)")
+    for i, ep in enumerate(endpoints):
+        ep.check(f"{where}[{i}]")
+    models = {ep.model for ep in endpoints}
+    if len(models) > 1 and not allow_mixed_models:
+        raise ConfigError(
+            f"{where} serve different models ({', '.join(sorted(models))}); "
+            "set run.allow_mixed_models: true if that is intended"
+        )
+    labels = [ep.label for ep in endpoints]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: two endpoints have the same url/name; give each a distinct name")
+
+
+def check_generation(gen: dict[str, Any], stage: str, *, auto_ok: bool) -> None:
+    """The generation keys of one stage; ``stage``: its config prefix ("" for the top level, "generate." for
+    the student's). ``auto_ok``: ``max_tokens`` may be auto or absent (the revise stage); else it must be a
+    positive integer (a student answer has no answer to follow)."""
+    if "extra_body" in gen:  # the openai client's name for "merge into the body": sent as is, servers ignore it
+        raise ConfigError(f"{stage}generation.extra_body would reach the server as one unknown field; write its "
+                          f"keys directly under {stage}generation (or under {stage}endpoints[N].extra_body for one "
+                          "endpoint)")
+    if "messages" in gen or "model" in gen or "stream" in gen:
+        raise ConfigError(f"{stage}generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
+    mt = gen.get("max_tokens")
+    if auto_ok:
+        if mt is not None and mt != AUTO and not _positive_int(mt):
+            raise ConfigError(f"{stage}generation.max_tokens must be a positive integer or auto (a budget per row)")
+    elif mt == AUTO:
+        raise ConfigError(f"{stage}generation.max_tokens: auto is for the revise stage (its budget follows the "
+                          "student answer); give the student a positive integer, e.g. 2048")
+    elif not _positive_int(mt):
+        raise ConfigError(f"{stage}generation.max_tokens must be a positive integer (it bounds every student "
+                          "answer), e.g. 2048")
+    t = gen.get("temperature")
+    if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
+        raise ConfigError(f"{stage}generation.temperature must be a number >= 0")
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+#: the student's sampling (the generate stage); user keys add to it, and a key set to null removes it
+DEFAULT_STUDENT_GENERATION: dict[str, Any] = {"temperature": 0.7, "max_tokens": 2048}
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """The generate stage (top-level ``generate:``): a student (policy) model answers each prompt; the revise
+    stage (top-level ``endpoints:``) then revises each answer. Without top-level endpoints, a generation-only
+    run."""
+
+    #: the student's endpoints (the same schema as the top level's)
+    endpoints: tuple[EndpointConfig, ...] = ()
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_STUDENT_GENERATION))
+    #: a system message for the student (None: none)
+    system_prompt: str | None = None
+    #: false: a student answer cut by max_tokens is not revised (a failure row)
+    keep_truncated: bool = False
+    #: the dry run's estimate of a student answer's length in tokens (None: generation.max_tokens)
+    expected_output_tokens: int | None = None
+    #: the student's prices (the dry run, the reports, a generation-only run's budget)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
+
+    def check(self, allow_mixed_models: bool) -> None:
+        check_endpoints(self.endpoints, "generate.endpoints", allow_mixed_models)
+        check_generation(self.generation, "generate.", auto_ok=False)
+        if self.system_prompt is not None and not self.system_prompt.strip():
+            raise ConfigError("generate.system_prompt is empty; give the system message's text, or null for none")
+        if self.expected_output_tokens is not None and self.expected_output_tokens < 1:
+            raise ConfigError("generate.expected_output_tokens must be >= 1 (tokens), or null to assume "
+                              "generate.generation.max_tokens")
+
+    @property
+    def max_tokens(self) -> int:
+        """The most output tokens a student answer may get."""
+        return int(self.generation["max_tokens"])
+
+    @property
+    def expected_tokens(self) -> int:
+        """The dry run's length of a student answer: expected_output_tokens, else max_tokens."""
+        return self.expected_output_tokens if self.expected_output_tokens is not None else self.max_tokens
+
+
 @dataclass(frozen=True)
 class JobConfig:
     input: InputConfig = field(default_factory=InputConfig)
@@ -353,44 +476,48 @@ class JobConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     #: the per-row budget's parameters (used when generation.max_tokens is auto)
     max_tokens_auto: MaxTokensAutoConfig = field(default_factory=MaxTokensAutoConfig)
+    #: the generate stage (a student model answers each prompt first); None: a revise-only run
+    generate: GenerateConfig | None = None
     #: directory the config file lives in; relative paths in the config are resolved against it
     base_dir: str = "."
 
     def check(self) -> None:
         self.input.check()
         self.prompt.check()
-        if not self.endpoints:
-            raise ConfigError("endpoints: at least one endpoint is required (url + model)")
-        for i, ep in enumerate(self.endpoints):
-            ep.check(f"endpoints[{i}]")
-        models = {ep.model for ep in self.endpoints}
-        if len(models) > 1 and not self.run.allow_mixed_models:
-            raise ConfigError(
-                f"endpoints serve different models ({', '.join(sorted(models))}); "
-                "set run.allow_mixed_models: true if that is intended"
-            )
-        labels = [ep.label for ep in self.endpoints]
-        if len(set(labels)) != len(labels):
-            raise ConfigError("endpoints: two endpoints have the same url/name; give each a distinct name")
+        cols = self.input.columns
+        if self.generate is not None:
+            if cols.student_solution is not None:
+                raise ConfigError("input.columns.student_solution cannot be used with generate: the generate stage "
+                                  "writes the student answers; remove input.columns.student_solution or the "
+                                  "generate: section")
+            self.generate.check(self.run.allow_mixed_models)
+        elif cols.messages is not None:
+            raise ConfigError("input.columns.messages needs a generate: section (the student answers the "
+                              "conversation); without one, set input.columns.task to the prompt's text column")
+        if self.endpoints or self.generate is None:  # no top-level endpoints: a generation-only run
+            check_endpoints(self.endpoints, "endpoints", self.run.allow_mixed_models)
         gen = self.generation
-        if "extra_body" in gen:  # the openai client's name for "merge into the body": sent as is, servers ignore it
-            raise ConfigError("generation.extra_body would reach the server as one unknown field; write its keys "
-                              "directly under generation (or under endpoints[N].extra_body for one endpoint)")
-        if "messages" in gen or "model" in gen or "stream" in gen:
-            raise ConfigError("generation: 'messages', 'model' and 'stream' are set by the engine; remove them")
-        mt = gen.get("max_tokens")
-        if mt is not None and mt != AUTO and (not isinstance(mt, int) or isinstance(mt, bool) or mt < 1):
-            raise ConfigError("generation.max_tokens must be a positive integer or auto (a budget per row)")
-        t = gen.get("temperature")
-        if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
-            raise ConfigError("generation.temperature must be a number >= 0")
+        check_generation(gen, "", auto_ok=True)
         self.output.check()
         self.retry.check()
         self.timeouts.check()
         self.run.check()
-        self.budget.check(self.pricing, gen)
+        if self.has_revise:
+            self.budget.check(self.pricing, gen)
+        if self.generate is not None:  # the budget counts the student's spending too, at its prices
+            self.budget.check(self.generate.pricing, self.generate.generation, "generate.")
         self.guard.check()
         self.max_tokens_auto.check()
+
+    @property
+    def has_generate(self) -> bool:
+        """The run has a generate stage (a student model answers each prompt)."""
+        return self.generate is not None
+
+    @property
+    def has_revise(self) -> bool:
+        """The run has a revise stage (top-level endpoints: the teacher)."""
+        return bool(self.endpoints)
 
     @property
     def max_tokens_is_auto(self) -> bool:
@@ -555,10 +682,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def from_dict(raw: dict[str, Any], base_dir: str = ".") -> JobConfig:
     cfg = _build(JobConfig, raw, "")
     # generation keys add to CLAIR's reference sampling; a key set to null is not sent at all
-    gen = {k: v for k, v in {**DEFAULT_GENERATION, **cfg.generation}.items() if v is not None}
-    cfg = dataclasses.replace(cfg, base_dir=str(base_dir), generation=gen)
+    gen = _merged(DEFAULT_GENERATION, cfg.generation)
+    generate = cfg.generate
+    if generate is not None:  # the student's keys add to its own defaults, the same way
+        generate = dataclasses.replace(generate, generation=_merged(DEFAULT_STUDENT_GENERATION, generate.generation))
+    cfg = dataclasses.replace(cfg, base_dir=str(base_dir), generation=gen, generate=generate)
     cfg.check()
     return cfg
+
+
+def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in {**defaults, **given}.items() if v is not None}
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ PROMPTS = [
     # a prompt full of CLAIR markers: none of them may reach the student's answer
     "{task}: teacher reasoning {teacher_reasoning} corrected student solution {corrected_student_solution} "
     "{student_solution}: Teacher Reasoning Corrected_Student_Solution",
+    "{teacher_reasoning}: **corrected_student_solution** Teacher_Reasoning",
 ]
 
 
@@ -78,8 +79,10 @@ def test_student_answers_are_plain_deterministic_and_sized(tokens: int) -> None:
         assert text and text == text.strip()
         assert not _MARKER.search(text), text
         assert "{" not in text and "}" not in text
-        # about tokens * 4 characters: at least that, and at most one sentence more (longest sentence ~100 chars)
-        assert len(text) >= min(tokens * 4, 100) and len(text) <= max(tokens * 4, 100) + 120
+        # about tokens * 4 characters: at least that, and at most one sentence more (the longest is ~100
+        # chars); a tiny size still gets the opener and one sentence
+        assert len(text) >= tokens * 4
+        assert len(text) <= (tokens * 4 + 120 if tokens >= 50 else 300)
 
 
 def test_student_answers_reuse_the_prompt_words() -> None:

@@ -6,11 +6,19 @@ import contextlib
 import re
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
+from engine.core.config import load_config, read_yaml
+from engine.core.errors import ConfigError
+from engine.parse import parse_answer
+from engine.prompts import builtin_template, render
+from engine.store.readers import load_results
+from engine.tools.demo import MOCK_LATENCY, ROOT, clair_args, mock_args, run_dir_of
+from engine.tools.demo import main as demo_main
 from engine.tools.mockserver.answers import answer_style, build_answer
 from engine.tools.mockserver.app import STATE_KEY, start_server
 from engine.tools.mockserver.cli import _parser
@@ -240,3 +248,99 @@ def test_mock_process_passes_the_student_flags() -> None:
     assert ids == ["mock-clair", "pol"]
     assert d["choices"][0]["message"]["content"] == StudentAnswers(40, seed=3).answer(PROMPTS[2])
     assert st["student_requests"] == 1
+
+
+def test_the_engine_parser_finds_no_clair_answer_in_a_student_answer() -> None:
+    for p in PROMPTS:
+        result = parse_answer(StudentAnswers(300).answer(p))
+        assert not result.ok and result.error_kind == "no_marker"
+
+
+# ------------------------------------------------------------------------------------ the two-stage demo
+
+TWO_STAGE = ROOT / "configs" / "two-stage-demo.yaml"
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url + "/chat/completions", method="POST", data=orjson.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return orjson.loads(r.read())
+
+
+def test_two_stage_demo_config_and_its_prompts() -> None:
+    raw = read_yaml(TWO_STAGE)
+    assert raw["input"]["columns"] == {"task": "prompt"}
+    gen = raw["generate"]
+    assert gen["endpoints"] == [{"url": "http://127.0.0.1:8001/v1", "model": "mock-student", "max_concurrency": 64}]
+    assert gen["generation"] == {"temperature": 0.7, "max_tokens": 1024}
+    assert gen["system_prompt"] is None and gen["keep_truncated"] is False
+    assert raw["endpoints"][0]["model"] == "mock-clair" and raw["endpoints"][0]["max_concurrency"] == 64
+    assert raw["output"]["dir"] == "runs/two-stage-demo"
+    rows = [orjson.loads(line) for line in (ROOT / raw["input"]["path"]).read_bytes().splitlines()]
+    sample = [orjson.loads(line) for line in (ROOT / "engine/data/demo_sample.jsonl").read_bytes().splitlines()]
+    assert rows == [{"prompt": r["prompt"]} for r in sample] and len(rows) == 240
+
+
+def test_demo_commands() -> None:
+    raw = read_yaml(TWO_STAGE)
+    assert mock_args(raw) == [*MOCK_LATENCY, "--model", "mock-clair", "--student-model", "mock-student"]
+    url = "http://127.0.0.1:9/v1"
+    assert clair_args(TWO_STAGE, raw, url, Path("runs/x")) == [
+        "run", str(TWO_STAGE), "--set", f"endpoints.0.url={url}", "--set", f"generate.endpoints.0.url={url}",
+        "--set", f"input.path={ROOT / 'engine/data/demo_prompts.jsonl'}", "--set", "output.dir=runs/x",
+        "--progress", "plain"]
+    # the one-stage demo (make demo) runs what it always ran
+    one = ROOT / "configs" / "demo.yaml"
+    raw1 = read_yaml(one)
+    assert mock_args(raw1) == [*MOCK_LATENCY, "--model", "mock-clair"]
+    assert clair_args(one, raw1, url, run_dir_of(raw1)) == [
+        "run", str(one), "--set", f"endpoints.0.url={url}",
+        "--set", f"input.path={ROOT / 'engine/data/demo_sample.jsonl'}", "--set", "output.dir=runs/demo",
+        "--progress", "plain"]
+    # a generation-only config: the mock serves the student; only generate's endpoint is pointed at it
+    gen_only = {k: v for k, v in raw.items() if k != "endpoints"}
+    assert mock_args(gen_only) == [*MOCK_LATENCY, "--student-model", "mock-student"]
+    assert f"endpoints.0.url={url}" not in clair_args(TWO_STAGE, gen_only, url, Path("r"))
+
+
+def test_the_demo_mock_answers_both_stages_of_the_recipe() -> None:
+    """What the two-stage demo's run does, request by request: the student answers a prompt, the teacher's
+    prompt (the engine's own template) carries that answer, and the teacher's answer parses to a real edit."""
+    raw = read_yaml(TWO_STAGE)
+    prompts = [orjson.loads(line)["prompt"] for line in (ROOT / raw["input"]["path"]).read_bytes().splitlines()[:5]]
+    with MockProcess(mock_args(raw)) as m:
+        for prompt in prompts:
+            s = _post(m.url, {"model": "mock-student", "messages": [{"role": "user", "content": prompt}],
+                              **raw["generate"]["generation"]})
+            assert s["choices"][0]["finish_reason"] == "stop"  # 300 tokens fit max_tokens 1024
+            student = s["choices"][0]["message"]["content"]
+            assert student == StudentAnswers(STUDENT_DEFAULT_TOKENS, seed=7).answer(prompt)
+            messages = render(builtin_template(raw["prompt"]["variant"]), prompt, student)
+            t = _post(m.url, {"model": "mock-clair", "messages": messages, **raw["generation"]})
+            result = parse_answer(t["choices"][0]["message"]["content"])
+            assert result.ok and result.revision == mock_revision(student) != student
+        st = m.stats()
+    assert st["student_completions"] == 5 and st["completions"] == 10
+
+
+def test_two_stage_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    raw = read_yaml(TWO_STAGE)
+    try:
+        load_config(TWO_STAGE)
+    except ConfigError as e:
+        if "generate" not in str(e):
+            raise
+        pytest.skip("the config does not know generate: yet (two-stage runs land with the runner)")
+    monkeypatch.chdir(tmp_path)
+    assert demo_main([str(TWO_STAGE)]) == 0
+    out = capsys.readouterr().out
+    assert "the mock answered 240 student requests and 240 teacher requests" in out
+    run_dir = tmp_path / raw["output"]["dir"]
+    rows = load_results(run_dir)
+    assert len(rows) == 240
+    answers = StudentAnswers(STUDENT_DEFAULT_TOKENS, seed=7)
+    for r in rows:
+        assert r["student_solution"] == answers.answer(r["prompt"]) and r["student_model"] == "mock-student"
+        assert r["revision"] == mock_revision(r["student_solution"])

@@ -328,7 +328,7 @@ def test_two_stage_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
                                         capsys: pytest.CaptureFixture[str]) -> None:
     raw = read_yaml(TWO_STAGE)
     try:
-        load_config(TWO_STAGE)
+        load_config(TWO_STAGE, [f"input.path={ROOT / raw['input']['path']}"])
     except ConfigError as e:
         if "generate" not in str(e):
             raise

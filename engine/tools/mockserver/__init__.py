@@ -1,7 +1,7 @@
 """A cheap, deterministic OpenAI-compatible stand-in endpoint (aiohttp.web) for demos, tests and benchmarks.
 
 Modules, one job each: ``config`` (``MockConfig``), ``revision`` (the minimal edit), ``answers`` (the
-CLAIR answer around it), ``protocol`` (request parsing, error and completion bodies), ``limits`` (rpm /
+CLAIR answer around it), ``student`` (the plain answers of the student mode), ``protocol`` (request parsing, error and completion bodies), ``limits`` (rpm /
 tpm buckets), ``faults`` (injected faults and latency), ``state`` (counters and sleeping handlers), ``app``
 (the aiohttp application) and ``cli`` (the command). This package re-exports their public names.
 
@@ -14,9 +14,14 @@ Endpoints
                               (``build_answer``) revising the student solution found in the LAST user
                               message (the text between ``"{student_solution}: "`` and the last
                               ``"\\n\\n-----------------"``; the whole message when there is no such marker)
+                              With ``student_model`` (``--student-model NAME``), a request for NAME gets a
+                              plain student answer instead (see "Student mode" below)
 ``GET /stats``                counters (JSON): requests, completions, per-status counts, injected faults,
                               limit rejections, in-flight / peak in-flight, token totals, ``cpu_s``
-                              (``time.process_time()`` of the server process) and ``uptime_s``
+                              (``time.process_time()`` of the server process) and ``uptime_s``; and the
+                              student model's share of them: ``student_requests`` (requests naming it that
+                              passed validation), ``student_completions``, ``student_prompt_tokens``,
+                              ``student_completion_tokens``
 ``POST /stats/reset``         zero the counters (peak in-flight restarts at the current in-flight)
 ``GET /health``               ``ok``
 
@@ -26,6 +31,17 @@ max_tokens exceeds it) -> ``max_concurrency`` (429) -> rpm / tpm buckets (429) -
 latency -> answer.
 Token counts are estimated as ``ceil(chars / 4)``; ``max_tokens`` (or ``max_completion_tokens``) is
 honoured: a longer answer is cut to ``max_tokens * 4`` chars with ``finish_reason: "length"``.
+
+Student mode
+------------
+``student_model`` names a second model the server also serves (``/v1/models`` lists both; any other
+model is still refused with 404). Its answers are plain: no CLAIR markers, deterministic for a given
+last user message and ``seed``, opened by a sentence that re-uses a few of the prompt's words, about
+``student_tokens`` tokens long (``--student-tokens``, default 300; ~4 characters per token) and now and
+then with a misspelling or filler the mock teacher fixes. ``max_tokens`` cuts them like any answer
+(``finish_reason: "length"``). Auth, limits, faults and latency apply to both models alike (one set of
+buckets per server); the CLAIR-only faults ``no_marker`` and ``identical`` leave a student answer as it
+is, ``ramble`` runs it on to ``max_tokens``.
 
 Rate limits (``rpm`` / ``tpm``)
 ------------------------------
@@ -76,11 +92,13 @@ from engine.tools.mockserver.app import STATE_KEY, make_app, start_server
 from engine.tools.mockserver.cli import main
 from engine.tools.mockserver.config import MockConfig
 from engine.tools.mockserver.revision import mock_revision
+from engine.tools.mockserver.student import StudentAnswers
 
 __all__ = [
     "ANSWER_STYLES",
     "STATE_KEY",
     "MockConfig",
+    "StudentAnswers",
     "answer_style",
     "build_answer",
     "main",

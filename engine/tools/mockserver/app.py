@@ -3,7 +3,7 @@
 ``make_app`` wires ``/v1/models``, ``/v1/chat/completions``, ``/stats``, ``/stats/reset`` and
 ``/health`` to one ``State``; the chat handler applies auth, ``fail_after_s``, request validation,
 ``max_concurrency``, the rpm / tpm limits, the injected fault and the latency, in that order, then
-answers with the mock teacher's CLAIR answer. ``start_server`` runs it on a (free) local port.
+answers with the mock teacher's CLAIR answer (or, for the student model, a plain student answer). ``start_server`` runs it on a (free) local port.
 """
 
 from __future__ import annotations
@@ -90,9 +90,11 @@ def make_app(cfg: MockConfig) -> web.Application:
             st.faults["fail_after"] += 1
             return reply(500, E_FAIL)
         try:
-            messages, max_tokens = parse_chat(await request.read(), cfg.model)
+            messages, max_tokens, student = parse_chat(await request.read(), cfg.model, cfg.student_model)
         except BadRequest as e:
             return reply(e.status, e.body)
+        if student:
+            st.student_requests += 1
         prompt_tokens, user_text = read_prompt(messages)
         if cfg.context_length is not None and prompt_tokens + (max_tokens or 0) > cfg.context_length:
             return reply(400, context_error(cfg.context_length, prompt_tokens, max_tokens or 0))
@@ -137,13 +139,17 @@ def make_app(cfg: MockConfig) -> web.Application:
             if fault == "malformed":
                 return reply(200, MALFORMED, headers)
 
-        solution = extract_solution(user_text)
-        if fault == "no_marker":
-            answer = no_marker_answer(solution)
-        elif fault == "identical":
-            answer = identical_answer(solution)
+        if student:  # a plain answer: the CLAIR faults no_marker / identical change nothing in it
+            assert st.student is not None
+            answer = st.student.answer(user_text)
         else:
-            answer = build_answer(solution, answer_style(solution))
+            solution = extract_solution(user_text)
+            if fault == "no_marker":
+                answer = no_marker_answer(solution)
+            elif fault == "identical":
+                answer = identical_answer(solution)
+            else:
+                answer = build_answer(solution, answer_style(solution))
         if fault == "ramble":  # the model does not stop: it runs on to max_tokens
             answer = ramble(answer, max_tokens or RAMBLE_DEFAULT_TOKENS)
         completion_tokens = ceil4(len(answer))
@@ -157,7 +163,13 @@ def make_app(cfg: MockConfig) -> web.Application:
         st.completions += 1
         st.prompt_tokens += prompt_tokens
         st.completion_tokens += completion_tokens
-        out = completion_body(next(st.ids), int(time.time()), cfg.model, answer, finish, prompt_tokens,
+        name = cfg.model
+        if student:
+            name = cfg.student_model or name
+            st.student_completions += 1
+            st.student_prompt_tokens += prompt_tokens
+            st.student_completion_tokens += completion_tokens
+        out = completion_body(next(st.ids), int(time.time()), name, answer, finish, prompt_tokens,
                               completion_tokens)
         return reply(200, out, headers)
 

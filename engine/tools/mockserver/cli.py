@@ -21,10 +21,16 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     d = MockConfig()
     p = argparse.ArgumentParser(prog="python -m engine.tools.mockserver",
-                                description="OpenAI-compatible mock endpoint that answers CLAIR revisions.")
+                                description="OpenAI-compatible mock endpoint that answers CLAIR revisions "
+                                            "(and, with --student-model, plain student answers).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)")
     p.add_argument("--model", default=d.model)
+    p.add_argument("--student-model", metavar="NAME", default=None,
+                   help="also serve model NAME, answering as a student (policy) model: plain answers, no CLAIR "
+                        "markers (for two-stage runs)")
+    p.add_argument("--student-tokens", metavar="N", type=int, default=d.student_tokens,
+                   help="length of a student answer in tokens (~4 characters each) (default: %(default)s)")
     p.add_argument("--latency-ms", type=float, default=d.latency_ms)
     p.add_argument("--latency-dist", choices=("fixed", "lognormal"), default=d.latency_dist)
     p.add_argument("--latency-sigma", type=float, default=d.latency_sigma)
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         cfg = MockConfig(
-            model=args.model, latency_ms=args.latency_ms, latency_dist=args.latency_dist,
+            model=args.model, student_model=args.student_model, student_tokens=args.student_tokens,
+            latency_ms=args.latency_ms, latency_dist=args.latency_dist,
             latency_sigma=args.latency_sigma, seed=args.seed, retry_after_s=args.retry_after_s, hang_s=args.hang_s,
             rpm=args.rpm, tpm=args.tpm, tpm_counts=args.tpm_counts, context_length=args.context_length,
             max_concurrency=args.max_concurrency, fail_after_s=args.fail_after_s,

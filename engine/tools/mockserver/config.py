@@ -1,13 +1,15 @@
 """The mock server's options: one frozen, validated ``MockConfig`` and the names of its faults.
 
-Every behaviour of the mock (model name, latency, injected fault rates, enforced limits, failing
-after a while, auth, ``/v1/models``) is a field; the CLI, tests and benchmarks build a config, the
+Every behaviour of the mock (model name, the optional student model, latency, injected fault rates,
+enforced limits, failing after a while, auth, ``/v1/models``) is a field; the CLI, tests and benchmarks build a config, the
 server only reads it. An invalid value raises ``ValueError`` at construction; ``repr`` hides the key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
+from engine.tools.mockserver.student import STUDENT_DEFAULT_TOKENS
 
 __all__ = ["FAULTS", "RAMBLE_DEFAULT_TOKENS", "TPM_COUNTS", "MockConfig"]
 
@@ -50,10 +52,18 @@ class MockConfig:
     #: the model's context length: reported as max_model_len by /v1/models (like vLLM), and a request whose
     #: prompt + max_tokens exceeds it gets vLLM's 400; None: no context limit, none reported
     context_length: int | None = None
+    #: a second model name the mock also serves, answering as a student (policy) model: plain answers of
+    #: about ``student_tokens`` tokens, no CLAIR markers (see student.py); None: the teacher model only
+    student_model: str | None = None
+    student_tokens: int = STUDENT_DEFAULT_TOKENS
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must be a non-empty string")
+        if self.student_model is not None and (not self.student_model or self.student_model == self.model):
+            raise ValueError("student_model must be a non-empty name that differs from model")
+        if self.student_tokens < 1:
+            raise ValueError("student_tokens must be >= 1")
         if self.latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
         if self.latency_dist not in ("fixed", "lognormal"):

@@ -52,11 +52,14 @@ class BadRequest(Exception):
         self.body = body
 
 
-def parse_chat(raw: bytes, model: str) -> tuple[list[dict[str, Any]], int | None]:
-    """The messages and ``max_tokens`` (or ``max_completion_tokens``) of a chat request body for ``model``.
+def parse_chat(
+    raw: bytes, model: str, student_model: str | None = None
+) -> tuple[list[dict[str, Any]], int | None, bool]:
+    """The messages, ``max_tokens`` (or ``max_completion_tokens``) and whether it asks for ``student_model``
+    (else ``model``) of a chat request body.
 
     Raises ``BadRequest``: 400 for a body that is not a JSON object, lacks a model, has no messages,
-    asks to stream or has a bad ``max_tokens``; 404 for another model (checked in that order)."""
+    asks to stream or has a bad ``max_tokens``; 404 for any other model (checked in that order)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -66,7 +69,8 @@ def parse_chat(raw: bytes, model: str) -> tuple[list[dict[str, Any]], int | None
     name = body.get("model")
     if not isinstance(name, str):
         raise BadRequest(400, err("you must provide a model parameter", "invalid_request_error", None, "model"))
-    if name != model:
+    student = student_model is not None and name == student_model
+    if name != model and not student:
         raise BadRequest(404, err(f"The model '{name}' does not exist or you do not have access to it.",
                                   "invalid_request_error", "model_not_found", "model"))
     messages = body.get("messages")
@@ -81,7 +85,7 @@ def parse_chat(raw: bytes, model: str) -> tuple[list[dict[str, Any]], int | None
                                    or max_tokens < 1):
         raise BadRequest(400, err("max_tokens must be a positive integer.", "invalid_request_error", None,
                                   "max_tokens"))
-    return messages, max_tokens
+    return messages, max_tokens, student
 
 
 def _content_text(content: Any) -> str:

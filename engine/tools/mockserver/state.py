@@ -1,7 +1,7 @@
 """The mutable state of one running mock server: its counters, limits, draws and sleeping handlers.
 
 ``State`` holds what ``GET /stats`` reports (``snapshot``; ``reset`` zeroes it), the rate-limit
-buckets and the fault/latency ``Injector`` built from the config, and the handlers asleep in a latency
+buckets, the fault/latency ``Injector`` and the precomputed ``StudentAnswers`` built from the config, and the handlers asleep in a latency
 or a hang: ``sleep`` waits on a loop timer, and ``shutdown`` wakes every sleeper at once so the server
 stops promptly (``woken_at_shutdown`` counts them).
 """
@@ -18,6 +18,7 @@ import orjson
 from engine.tools.mockserver.config import FAULTS, MockConfig
 from engine.tools.mockserver.faults import Injector
 from engine.tools.mockserver.limits import Limits
+from engine.tools.mockserver.student import StudentAnswers
 
 __all__ = ["State"]
 
@@ -33,10 +34,15 @@ class State:
         self.sleepers: set[asyncio.Future[None]] = set()
         self.closing = False
         self.woken_at_shutdown = 0
-        entry: dict[str, Any] = {"id": cfg.model, "object": "model", "created": 0, "owned_by": "mock"}
-        if cfg.context_length is not None:
-            entry["max_model_len"] = cfg.context_length  # vLLM's field
-        self.models_body = orjson.dumps({"object": "list", "data": [entry]})
+        names = (cfg.model,) if cfg.student_model is None else (cfg.model, cfg.student_model)
+        entries: list[dict[str, Any]] = []
+        for name in names:
+            entry: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "mock"}
+            if cfg.context_length is not None:
+                entry["max_model_len"] = cfg.context_length  # vLLM's field
+            entries.append(entry)
+        self.models_body = orjson.dumps({"object": "list", "data": entries})
+        self.student = StudentAnswers(cfg.student_tokens, cfg.seed) if cfg.student_model is not None else None
         self.in_flight = 0
         self.reset()
 
@@ -50,6 +56,11 @@ class State:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.other_requests = 0
+        # the share of requests / completions / tokens above that named the student model
+        self.student_requests = 0
+        self.student_completions = 0
+        self.student_prompt_tokens = 0
+        self.student_completion_tokens = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -63,6 +74,10 @@ class State:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "other_requests": self.other_requests,
+            "student_requests": self.student_requests,
+            "student_completions": self.student_completions,
+            "student_prompt_tokens": self.student_prompt_tokens,
+            "student_completion_tokens": self.student_completion_tokens,
             "cpu_s": time.process_time(),
             "uptime_s": time.monotonic() - self.started,
         }

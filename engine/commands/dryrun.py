@@ -25,6 +25,23 @@ Assumptions (printed with the figures):
 
 With a ``budget:`` (``with_budget``), the output also says whether the estimate fits it, and whether the
 worst case does (every answer as long as ``generation.max_tokens``: what the run reserves per request).
+
+A run with a ``generate:`` stage (:func:`estimate_run`; one pass over the input for both stages) gets a block
+per stage, then the total:
+
+* the generate stage: prompt tokens of the student prompts (``generate.system_prompt`` + the task, or the
+  row's conversation with ``input.columns.messages``), completion tokens per request =
+  ``generate.expected_output_tokens`` (else ``generate.generation.max_tokens``; at most the latter), its
+  throughput from ``generate.endpoints`` (the formula above), its cost at ``generate.pricing``;
+* the revise stage of a two-stage run: every student answer is assumed to reach it, that long; its prompt
+  tokens are the template's with the task and an empty answer, plus the expected answer length for each
+  place the template inserts the answer (the answer is added as tokens, not rendered); its
+  ``max_tokens: auto`` budget per row follows the expected length; its completion tokens as above;
+* the total: the stages run at the same time, so the duration is ~ max(stage durations) + one call's
+  latency (the first student answers arrive after one call; the last revision ends one call after the last
+  answer), at most the sequential sum (also printed). Cost: per stage and their sum;
+* a budget applies to the run's last stage, as the run applies it (``stages.generate_config``): the
+  teacher's spending in a two-stage run, the student's in a generation-only run.
 """
 
 from __future__ import annotations

@@ -102,10 +102,7 @@ class Budget:
         self.default_max_tokens = default_max_tokens
         self.in_price = input_per_million / 1e6
         self.out_price = output_per_million / 1e6
-        if shared is not None:
-            self._ledger = shared._ledger
-        else:
-            self._ledger = _Ledger(max_usd, max_output_tokens)
+        self._ledger: _Ledger = shared._ledger if shared is not None else _Ledger(max_usd, max_output_tokens)
         led = self._ledger
         led.usd_before += prompt_tokens_before * self.in_price + output_tokens_before * self.out_price
         led.output_before += output_tokens_before

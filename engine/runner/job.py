@@ -229,8 +229,7 @@ class Job:
                                     recorder.on_done, max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause,
                                     budget=self.budgets.get(stage.name))
             if stage.revises:
-                guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir),
-                                     on_trip=lambda e, pool=pool: None if pool.stopping else pool.stop(e))  # a stop in progress wins
+                guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir), on_trip=_stop_unless_stopping(pool))
                 if guard.active:
                     recorder.observe = guard.observe
             if stage.upstream is None:
@@ -426,6 +425,14 @@ class Job:
                           counts={"data": counts["data"], "failed": counts["failed"],
                                   "failure_kinds": counts["failure_kinds"]})
         return rep
+
+
+def _stop_unless_stopping(pool: Pool) -> Callable[[BaseException], None]:
+    """A guard's trip stops the pool, unless a stop is already in progress (it wins)."""
+    def trip(e: BaseException) -> None:
+        if not pool.stopping:
+            pool.stop(e)
+    return trip
 
 
 def _http_transport(cfg: JobConfig) -> Any:

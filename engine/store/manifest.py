@@ -52,7 +52,7 @@ def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     og, ng = old.get("generate"), new.get("generate")
     if (og is None) != (ng is None) or ("prompt" in old) != ("prompt" in new):
         return "the stages (a generate: section or the top-level endpoints were added or removed)"
-    if og != ng:  # a run with a generate stage: what changed in it
+    if isinstance(og, dict) and isinstance(ng, dict) and og != ng:  # a generate stage: what changed in it
         changed.append("the generate stage's " + describe_change(og, ng).replace("the ", "", 1))
     for key, label in names.items():
         if old.get(key) != new.get(key):

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.core.config import JobConfig, load_config
+    from engine.core.config import GenerateConfig, JobConfig, load_config
     from engine.core.errors import (
         BudgetReached,
         ClairError,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: where each public name lives; imported on first use (PEP 562), so that ``import engine.cli`` stays
 #: light and a ``clair run`` process can choose its memory settings before pyarrow is loaded
 _LAZY = {
-    "JobConfig": "core.config", "load_config": "core.config",
+    "JobConfig": "core.config", "GenerateConfig": "core.config", "load_config": "core.config",
     "ClairError": "core.errors", "UserError": "core.errors", "RunStopped": "core.errors",
     "BudgetReached": "core.errors", "QualityGuardTripped": "core.errors", "EndpointsDown": "core.errors",
     "load_results": "store",
@@ -54,6 +54,7 @@ __all__ = [
     "EndpointsDown",
     "QualityGuardTripped",
     "RunStopped",
+    "GenerateConfig",
     "JobConfig",
     "RunReport",
     "UserError",

@@ -463,16 +463,16 @@ def test_a_generation_only_estimate(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == out
 
 
-def test_the_budget_of_a_two_stage_run_is_the_teachers(tmp_path):
+def test_the_budget_of_a_two_stage_run_counts_both_stages(tmp_path):
     cfg = make_gen_cfg(tmp_path, budget={"max_output_tokens": 3000})
     r = with_budget(estimate_run(cfg), cfg)
     g, v = r.stages
-    assert g.budget_max_output_tokens is None and g.worst_completion_tokens is None  # the run does not count it
+    assert g.budget_max_output_tokens == 3000 and g.worst_completion_tokens == 4 * 1024  # the run counts it too
     assert v.budget_max_output_tokens == 3000 and v.worst_completion_tokens == 4 * 4096
     out = format_estimate(r)
-    assert "budget: budget.max_output_tokens 3,000 output tokens: the estimate (2,800 output tokens) fits; the " \
-           "worst case" in out
-    assert "the budget counts the revise stage's spending" in out
+    expected = g.completion_tokens + v.completion_tokens
+    assert f"budget: budget.max_output_tokens 3,000 output tokens: the estimate ({expected:,} output tokens) " in out
+    assert out.count("budget: budget.max_output_tokens") == 1 and "(both stages spend from it)" in out
 
 
 def test_expected_output_tokens_sets_the_student_answer_length_in_both_stages(tmp_path):

@@ -195,3 +195,18 @@ def test_revise_stage_resumes_from_the_stored_student_answers(tmp_path: Path) ->
     assert_exactly_once(run, n)
     view = RunView.open(run)
     assert view.stage("generate") is not None
+
+
+def test_a_budget_counts_both_stages_at_their_own_prices(tmp_path: Path) -> None:
+    n = 8
+    cfg = _config(tmp_path, _prompts(tmp_path, n))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["budget"] = {"max_usd": 100.0}
+    raw["pricing"] = {"input_per_million": 1.0, "output_per_million": 10.0}
+    raw["generate"]["pricing"] = {"input_per_million": 0.5, "output_per_million": 2.0}
+    cfg.write_text(yaml.safe_dump(raw))
+    rep = run_job(load_config(cfg), client=Fake().client())
+    spent = rep.extra["budget"]["spent_usd"]
+    teacher = n * (700 * 1.0 + 800 * 10.0) / 1e6
+    student = n * (20 * 0.5 + 15 * 2.0) / 1e6
+    assert spent == pytest.approx(teacher + student)

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from engine.core.config import EndpointConfig, JobConfig
+from engine.core.config import BudgetConfig, EndpointConfig, JobConfig
 from engine.core.errors import ConfigError, RunStateError
 from engine.core.types import Message
 from engine.policy.budget import earlier_spending
@@ -558,18 +558,25 @@ def with_budget(e: RunEstimate, cfg: JobConfig) -> RunEstimate: ...
 
 
 def with_budget(e: DryRunEstimate | RunEstimate, cfg: JobConfig) -> DryRunEstimate | RunEstimate:
-    """``e`` with the run's budget figures (no change without a budget). A :class:`RunEstimate`: the budget
-    applies to the last stage, as the run applies it (``stages.generate_config``): the teacher's spending in
-    a two-stage run, the student's (at ``generate.pricing``) in a generation-only run."""
+    """``e`` with the run's budget figures (no change without a budget). A :class:`RunEstimate`: every stage
+    spends from the one budget at its own prices, as the run does (``runner.setup.run_budget``); a two-stage
+    run's budget lines are printed once, for the stages together (:func:`_run_lines`)."""
     if isinstance(e, RunEstimate):
-        last = e.stages[-1]
-        scfg = generate_config(cfg) if last.stage == GENERATE else cfg
-        return dataclasses.replace(e, stages=[*e.stages[:-1], _with_budget(last, scfg)])
+        two = len(e.stages) > 1
+        stages = []
+        for st in e.stages:
+            scfg = generate_config(cfg) if st.stage == GENERATE else cfg
+            earlier = GENERATE if two and st.stage == GENERATE else None
+            stages.append(_with_budget(st, scfg, budget=cfg.budget, earlier_stage=earlier))
+        return dataclasses.replace(e, stages=stages)
     return _with_budget(e, cfg)
 
 
-def _with_budget(e: DryRunEstimate, cfg: JobConfig) -> DryRunEstimate:
-    b = cfg.budget
+def _with_budget(e: DryRunEstimate, cfg: JobConfig, *, budget: BudgetConfig | None = None,
+                 earlier_stage: str | None = None) -> DryRunEstimate:
+    """``earlier_stage``: the stage's name when it is not the run's last (its earlier spending is in the
+    reports' ``extra.stages``)."""
+    b = budget or cfg.budget
     if b.max_usd is None and b.max_output_tokens is None:
         return e
     worst_out = e.budget_tokens if e.budget_tokens else e.requests * e.max_tokens  # every answer at its max_tokens
@@ -579,13 +586,32 @@ def _with_budget(e: DryRunEstimate, cfg: JobConfig) -> DryRunEstimate:
     except (RunStateError, OSError):
         m = None
     if m:
-        before_prompt, before_out, _ = earlier_spending(m.get("runs") or [])
+        before_prompt, before_out, _ = earlier_spending(m.get("runs") or [], earlier_stage)
     return dataclasses.replace(
         e, budget_max_usd=b.max_usd, budget_max_output_tokens=b.max_output_tokens,
         worst_completion_tokens=worst_out, worst_cost_usd=cfg.pricing.cost_usd(e.prompt_tokens, worst_out),
         spent_before_usd=cfg.pricing.cost_usd(before_prompt, before_out) if b.max_usd is not None else None,
         spent_before_output_tokens=before_out,
     )
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _run_budget_lines(stages: list[DryRunEstimate]) -> list[str]:
+    """The budget lines of a two-stage run: its stages' figures added (one budget for the run)."""
+    first = stages[0]
+    combined = dataclasses.replace(
+        first,
+        cost_usd=_sum([s.cost_usd for s in stages]),
+        worst_cost_usd=_sum([s.worst_cost_usd for s in stages]),
+        spent_before_usd=_sum([s.spent_before_usd or 0.0 for s in stages]) if first.budget_max_usd is not None else None,
+        completion_tokens=sum(s.completion_tokens for s in stages),
+        worst_completion_tokens=int(_sum([s.worst_completion_tokens for s in stages]) or 0),
+        spent_before_output_tokens=sum(s.spent_before_output_tokens or 0 for s in stages),
+    )
+    return budget_lines(combined)
 
 
 def _budget_line(key: str, limit: float, expected: float, worst: float, fmt: Callable[[float], str],
@@ -643,7 +669,8 @@ def _header(e: DryRunEstimate) -> list[str]:
     return lines
 
 
-def _stage_lines(e: DryRunEstimate) -> list[str]:
+def _stage_lines(e: DryRunEstimate, budget: bool = True) -> list[str]:
+    """``budget``: with the budget lines (a two-stage run prints them once, for both stages)."""
     """A stage's figures, from its requests to its duration and budget."""
     lines = []
     if e.stage == GENERATE:
@@ -700,7 +727,8 @@ def _stage_lines(e: DryRunEstimate) -> list[str]:
                      f"rpm {_rate(ep.rpm_rps)}, tpm {_rate(ep.tpm_rps)}]")
     lines.append(f"expected duration: {format_duration(e.duration_s)} "
                  "(a lower bound: retries, 429s and the adaptive slow start add time)")
-    lines.extend(budget_lines(e))
+    if budget:
+        lines.extend(budget_lines(e))
     return lines
 
 
@@ -723,10 +751,7 @@ def _run_lines(r: RunEstimate) -> list[str]:
     names = {GENERATE: "the student", REVISE: "the teacher"}
     for e in r.stages:
         lines.append(f"{e.stage} stage ({names.get(e.stage, 'model')}: {_models(e)}):")
-        lines.extend("  " + x for x in _stage_lines(e))
-        if e.stage == REVISE and (e.budget_max_usd is not None or e.budget_max_output_tokens is not None):
-            lines.append("  (the budget counts the revise stage's spending, as the run does; the generate stage's "
-                         "is not counted)")
+        lines.extend("  " + x for x in _stage_lines(e, budget=False))
     lines.append("total (the stages run at the same time: a row is revised as soon as its student answer is "
                  "journaled):")
     lines.append(f"  expected duration: {format_duration(r.overlapped_s)} overlapped (assumption: max(stage "
@@ -741,6 +766,7 @@ def _run_lines(r: RunEstimate) -> list[str]:
         missing = f" (not counted: the {' and '.join(r.unpriced)} stage without prices)" if r.unpriced else ""
         lines.append(f"  cost: {_money(r.cost_usd)} = {parts}{missing}; at most {_money(r.max_cost_usd)} if every "
                      f"answer used its whole max_tokens")
+    lines.extend("  " + x + " (both stages spend from it)" for x in _run_budget_lines(r.stages))
     return lines
 
 

@@ -210,3 +210,21 @@ def test_a_budget_counts_both_stages_at_their_own_prices(tmp_path: Path) -> None
     teacher = n * (700 * 1.0 + 800 * 10.0) / 1e6
     student = n * (20 * 0.5 + 15 * 2.0) / 1e6
     assert spent == pytest.approx(teacher + student)
+
+
+def test_reparse_keeps_the_student_failures_and_refuses_a_generation_only_run(tmp_path: Path) -> None:
+    from engine.commands.reparse import reparse_run
+
+    n = 6
+    run_job(load_config(_config(tmp_path, _prompts(tmp_path, n))), client=Fake(truncate={1}).client())
+    run = tmp_path / "run"
+    reparse_run(run)
+    f = current_failures(run)
+    assert f.column("error_kind").to_pylist() == ["student_truncated"]
+    assert_exactly_once(run, n)
+
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    run_job(load_config(_config(gen, _prompts(gen, n), teacher=False)), client=Fake().client())
+    with pytest.raises(RunStateError, match="generation-only"):
+        reparse_run(gen / "run")

@@ -22,6 +22,10 @@ from engine.store.shards import DATA, FAILURES
 
 def reparse_run(run_dir: Path) -> dict[str, int]:
     with RunStore.open_existing(run_dir) as store:
+        fp = store.manifest.get("fingerprint") or {}
+        if "generate" in fp and "prompt" not in fp:
+            raise RunStateError(f"{run_dir} is a generation-only run: its rows are student answers, not CLAIR "
+                                "revisions; there is nothing to re-parse")
         if store.journal_segments():
             raise RunStateError(
                 f"{run_dir} has unfinished journal segments; run `clair run` on it first (it resumes), then reparse"

@@ -258,6 +258,13 @@ def _print_summary(rep: dict[str, Any]) -> None:
           f"{rep['output_tokens_per_s']:.0f} output tokens/s, latency p50 {p50} p99 {p99}, {rep['wall_s']:.1f}s")
     if rep.get("cost_usd") is not None:
         print(f"estimated cost: ${rep['cost_usd']:.2f}")
+    for name, st in ((rep.get("extra") or {}).get("stages") or {}).items():  # a two-stage run's first stage
+        sfailed = st.get("rows_failed") or {}
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(sfailed.items()))
+        cost = f", estimated cost ${st['cost_usd']:.2f}" if st.get("cost_usd") is not None else ""
+        print(f"{name} stage: {st['rows_done']} rows done ({sum(sfailed.values())} failed{', ' + kinds if kinds else ''}); "
+              f"this session {st['requests']} requests, {st['retries']} retries, {st['rows_per_s']:.1f} rows/s, "
+              f"{st['output_tokens_per_s']:.0f} output tokens/s{cost}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,8 +37,11 @@ from engine.tools.mockserver import mock_revision
 from engine.tools.mockserver.student import StudentAnswers
 from engine.tools.mockserver_proc import MockProcess
 
-#: the mock student's answer length and the generate stage's max_tokens: about one answer in ten is cut
-STUDENT_TOKENS, STUDENT_MAX_TOKENS, STUDENT_SEED = 60, 78, 3
+#: the mock student's answer length and the generate stage's max_tokens: about one answer in 14 hits the budget
+#: (6 in 10 of those are cut by the mock, the others end exactly at it: both are student_truncated)
+STUDENT_TOKENS, STUDENT_MAX_TOKENS, STUDENT_SEED = 60, 80, 3
+#: a session whose teacher is stuck records only student_truncated rows: the quality guard is not tested here
+NO_GUARD = {"max_no_revision": None}
 
 
 def _student_mock(*extra: str) -> MockProcess:
@@ -51,16 +54,20 @@ def _prompts(path: Path) -> list[str]:
 
 
 def _expected_answers(prompts: list[str]) -> tuple[list[str], set[int]]:
-    """What the mock student answers each prompt under STUDENT_MAX_TOKENS, and the rows it cuts (finish
-    reason "length"): the same rule as the mock (an answer of ceil(chars / 4) tokens, cut to max_tokens)."""
+    """What the mock student answers each prompt under STUDENT_MAX_TOKENS, and the rows that hit the budget
+    (student_truncated): the mock's answer has ceil(chars / 4) tokens and is cut to max_tokens (finish reason
+    "length"); the engine counts an answer that used the whole budget as truncated too."""
     gen = StudentAnswers(STUDENT_TOKENS, STUDENT_SEED)
     answers, cut = [], set()
     for i, p in enumerate(prompts):
         a = gen.answer(p)
-        if math.ceil(len(a) / 4) > STUDENT_MAX_TOKENS:
+        tokens = math.ceil(len(a) / 4)
+        if tokens > STUDENT_MAX_TOKENS:
             a = a[: STUDENT_MAX_TOKENS * 4]
+        if tokens >= STUDENT_MAX_TOKENS:
             cut.add(i)
         answers.append(a)
+    assert 0 < len(cut) < len(prompts) // 5
     return answers, cut
 
 
@@ -86,17 +93,21 @@ def _assert_final_rows(run: Path, prompts: list[str]) -> None:
 
 @dataclass
 class Kill:
+    """What one killed session did: the generate stage's durable rows before and at the kill, the run's final
+    rows likewise, and the revisions the teacher mocks answered during the session."""
+
     gen_before: int
-    final_before: int
     gen_at: int
+    final_before: int
     final_at: int
+    revisions: int
 
     def phase(self, rows: int) -> str:
-        if self.final_at == 0 < self.gen_at:
+        if self.revisions == 0 and self.gen_before < self.gen_at:
             return "generate only"
-        if self.gen_before == rows and self.final_before < self.final_at < rows:
+        if self.gen_before == rows and self.revisions and self.final_before < self.final_at < rows:
             return "revise draining"
-        if self.gen_before < self.gen_at < rows and self.final_before < self.final_at:
+        if self.gen_before < self.gen_at < rows and self.revisions and self.final_before < self.final_at:
             return "both"
         return "other"
 
@@ -134,12 +145,15 @@ def test_kill9_torture_of_a_two_stage_run(tmp_path: Path) -> None:
                                          "endpoints": [{"url": student.url, "model": STUDENT_MODEL,
                                                         "max_concurrency": s_conc}],
                                          "generation": {"temperature": 0.7, "max_tokens": STUDENT_MAX_TOKENS}},
-                                     output={"dir": str(run), "rows_per_shard": 250})
+                                     output={"dir": str(run), "rows_per_shard": 250}, guard=NO_GUARD)
+
+        def revisions() -> int:
+            return int(teacher.stats()["completions"]) + int(stuck.stats()["completions"])
 
         def session(min_gen: int, min_final: int, delay: float, *sets: str, gen_done: bool = False) -> None:
             """One `clair run`, killed -9 ``delay`` s after this session made ``min_gen`` student answers and
             ``min_final`` final rows durable (and, with ``gen_done``, after the generate stage finished)."""
-            g0, f0 = durable_rows(gen), durable_rows(run)
+            g0, f0, r0 = durable_rows(gen), durable_rows(run), revisions()
 
             def ready() -> bool:
                 g = durable_rows(gen)
@@ -151,7 +165,7 @@ def test_kill9_torture_of_a_two_stage_run(tmp_path: Path) -> None:
             p.send_signal(signal.SIGKILL)
             p.communicate()
             assert p.returncode == -signal.SIGKILL, p.returncode
-            kills.append(Kill(g0, f0, durable_rows(gen), durable_rows(run)))
+            kills.append(Kill(g0, durable_rows(gen), f0, durable_rows(run), revisions() - r0))
 
         # 1: only the generate stage produces; the revise stage's requests hang at the stuck teacher
         session(rng.randint(100, 600), 0, rng.uniform(0.0, 0.3), f"endpoints.0.url={stuck.url}")
@@ -212,19 +226,19 @@ def test_kill9_of_a_generation_only_run(tmp_path: Path) -> None:
 
 
 def test_sigint_of_a_two_stage_run_exits_130_loses_nothing_and_resumes(tmp_path: Path) -> None:
-    rows = 1500
+    rows = 800
     inp = make_prompts(tmp_path, rows)
     prompts = _prompts(inp)
     run = tmp_path / "run"
     with (_student_mock("--latency-ms", "10") as student,
-          MockProcess(["--latency-ms", "60"]) as teacher):
-        cfg = write_two_stage_config(tmp_path, student.url, teacher.url, inp, student_conc=16, teacher_conc=8,
+          MockProcess(["--latency-ms", "40"]) as teacher):
+        cfg = write_two_stage_config(tmp_path, student.url, teacher.url, inp, student_conc=16, teacher_conc=16,
                                      generate={"endpoints": [{"url": student.url, "model": STUDENT_MODEL,
                                                               "max_concurrency": 16}],
                                                "generation": {"temperature": 0.7,
                                                               "max_tokens": STUDENT_MAX_TOKENS}},
                                      output={"dir": str(run), "rows_per_shard": 250},
-                                     run={"progress": "off", "grace_period_s": 10})
+                                     run={"progress": "off", "grace_period_s": 10}, guard=NO_GUARD)
         p = clair_popen("run", str(cfg))
         _wait_until(p, lambda: durable_rows(run) >= 50)
         p.send_signal(signal.SIGINT)

@@ -1,6 +1,7 @@
 """User mistakes that cost nothing (issue 14): an endpoint that does not speak the API is caught before the
 first paid request, a dead endpoint among healthy ones is left out, a run without a single usable revision
-exits 3, a closed output pipe ends a command quietly, messages say what is wrong and hide secrets."""
+exits 3, a closed output pipe ends a command quietly, messages say what is wrong and hide secrets; and the
+mistakes of a two-stage config (issue 16: generate:), each one line, exit 2, nothing paid."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from helpers import ROOT, assert_exactly_once, clair, make_input, write_config
+from helpers import (
+    ROOT,
+    STUDENT_MODEL,
+    assert_exactly_once,
+    clair,
+    make_input,
+    make_prompts,
+    write_config,
+    write_two_stage_config,
+)
 
 from engine.client import FakeClient, http_transport
 from engine.core.errors import StartupError
@@ -215,3 +225,123 @@ def test_a_run_that_sent_nothing_is_not_a_finished_job(tmp_path: Path, mock: Moc
     assert r.returncode == 0, r.stderr
     assert "holds no answer yet" in r.stderr
     assert_exactly_once(tmp_path / "run", 30)
+
+
+# ------------------------------------------------------------------ two-stage configs (generate:, issue 16)
+
+
+@pytest.fixture(scope="module")
+def student_mock() -> object:
+    """One mock serving both models: the teacher (mock-clair) and the student (--student-model)."""
+    with MockProcess(["--latency-ms", "5", "--student-model", STUDENT_MODEL]) as m:
+        yield m
+
+
+def _refused(r: subprocess.CompletedProcess[str], m: MockProcess, before: int, *words: str) -> str:
+    """A mistake: one line on stderr, exit 2, no traceback, no request sent; the line holds every word."""
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert m.stats()["requests"] == before  # nothing paid: the mock was never asked for a completion
+    return lines[0]
+
+
+def test_generate_with_a_wrong_student_model_is_refused_at_start(tmp_path: Path, student_mock: MockProcess) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp,
+                                 generate={"endpoints": [{"url": student_mock.url, "model": "no-such-student"}]})
+    before = student_mock.stats()["requests"]
+    line = _refused(clair("run", str(cfg)), student_mock, before, "generate.endpoints[0]",
+                    "does not serve model 'no-such-student'", STUDENT_MODEL)
+    assert "fix generate.endpoints[0].model" in line
+    assert not list((tmp_path / "run").glob("**/*.parquet"))
+
+
+def test_generate_with_an_unreachable_student_url_is_refused_at_start(tmp_path: Path,
+                                                                      student_mock: MockProcess) -> None:
+    inp = make_prompts(tmp_path, 20)
+    dead = f"http://127.0.0.1:{_closed_port()}/v1"
+    cfg = write_two_stage_config(tmp_path, dead, student_mock.url, inp)
+    before = student_mock.stats()["requests"]
+    _refused(clair("run", str(cfg)), student_mock, before, f"generate.endpoints[0] ({dead})", "unreachable")
+    # a generation-only run says the same
+    cfg = write_two_stage_config(tmp_path, dead, None, inp)
+    _refused(clair("run", str(cfg)), student_mock, before, f"generate.endpoints[0] ({dead})", "unreachable")
+
+
+def test_a_student_solution_column_with_generate_is_refused(tmp_path: Path, student_mock: MockProcess) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp,
+                                 input={"path": str(inp), "columns": {"task": "prompt", "student_solution": "prompt"}})
+    before = student_mock.stats()["requests"]
+    _refused(clair("run", str(cfg)), student_mock, before, "input.columns.student_solution", "generate")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_messages_column_without_generate_is_refused(tmp_path: Path, student_mock: MockProcess) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_config(tmp_path, student_mock.url, inp,
+                       input={"path": str(inp), "columns": {"messages": "chat", "student_solution": "prompt"}})
+    before = student_mock.stats()["requests"]
+    _refused(clair("run", str(cfg)), student_mock, before, "input.columns.messages", "generate")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("column", "words"), [
+    ("prompt", ("input.columns.messages", "'prompt'", "not a list of chat messages")),  # a text column
+    ("chat[0].content", ("input.columns.messages",)),  # a path into the messages: text, not a list
+    ("nope", ("input.columns.messages", "nope")),  # no such column
+])
+def test_a_messages_column_that_is_not_a_message_list_is_refused(tmp_path: Path, student_mock: MockProcess,
+                                                                  column: str, words: tuple[str, ...]) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp,
+                                 input={"path": str(inp), "columns": {"messages": column}})
+    before = student_mock.stats()["requests"]
+    _refused(clair("run", str(cfg)), student_mock, before, *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_messages_column_runs_both_stages(tmp_path: Path, student_mock: MockProcess) -> None:
+    """The counterpart of the mistakes above: the same one-turn chat column, mapped right, runs."""
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp,
+                                 input={"path": str(inp), "columns": {"messages": "chat"}})
+    r = clair("run", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert_exactly_once(tmp_path / "run", 20)
+
+
+def test_generate_max_tokens_auto_is_refused(tmp_path: Path, student_mock: MockProcess) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp,
+                                 generate={"endpoints": [{"url": student_mock.url, "model": STUDENT_MODEL}],
+                                           "generation": {"max_tokens": "auto"}})
+    before = student_mock.stats()["requests"]
+    _refused(clair("run", str(cfg)), student_mock, before, "generate.generation.max_tokens")
+    # the same mistake given on the command line
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp)
+    _refused(clair("run", str(cfg), "--set", "generate.generation.max_tokens=auto"), student_mock, before,
+             "generate.generation.max_tokens")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override", ["generate.generation.temperature=0.2", "generate.endpoints.0.model=mock-clair",
+                                      "generate.system_prompt=Answer briefly."])
+def test_changed_student_params_on_resume_are_refused_naming_the_generate_stage(
+        tmp_path: Path, student_mock: MockProcess, override: str) -> None:
+    inp = make_prompts(tmp_path, 20)
+    cfg = write_two_stage_config(tmp_path, student_mock.url, student_mock.url, inp)
+    r = clair("run", str(cfg))
+    assert r.returncode == 0, r.stderr
+    before = student_mock.stats()["requests"]
+    line = _refused(clair("run", str(cfg), "--set", override), student_mock, before, "generate stage", "--new-run")
+    assert "Traceback" not in line
+    # limits and concurrency are not part of the fingerprint: the same run resumes (nothing left to do)
+    r = clair("run", str(cfg), "--set", "generate.endpoints.0.max_concurrency=3")
+    assert r.returncode == 0, r.stderr
+    assert student_mock.stats()["requests"] == before
+    assert_exactly_once(tmp_path / "run", 20)

@@ -228,3 +228,14 @@ def test_reparse_keeps_the_student_failures_and_refuses_a_generation_only_run(tm
     run_job(load_config(_config(gen, _prompts(gen, n), teacher=False)), client=Fake().client())
     with pytest.raises(RunStateError, match="generation-only"):
         reparse_run(gen / "run")
+
+
+def test_the_quality_guard_does_not_count_failed_student_answers(tmp_path: Path) -> None:
+    n = 40
+    cfg = _config(tmp_path, _prompts(tmp_path, n))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["guard"] = {"min_rows": 10, "max_no_revision": 0.2}
+    cfg.write_text(yaml.safe_dump(raw))
+    rep = run_job(load_config(cfg), client=Fake(truncate=set(range(0, n, 2))).client())  # half the answers cut
+    assert rep.status == "completed"
+    assert_exactly_once(tmp_path / "run", n)

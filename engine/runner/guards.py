@@ -5,7 +5,8 @@ teacher (rows reused from earlier runs and rows refused for their input are not 
 
 * ``no_revision``: failure rows, an answer that could not be parsed (``no_marker``, ``empty_revision``, ...)
   or no answer after the retries (``timeout``, ``server_error``, ...). Input failures (``invalid_input``,
-  ``prompt_too_long``, ``context_too_long``) are the input's fault, not the teacher's: not counted.
+  ``prompt_too_long``, ``context_too_long``) are the input's fault, not the teacher's: not counted; nor are
+  a two-stage run's rows whose student answer failed (``generate_failed``, ``student_truncated``, ...).
 * ``identical``: revisions equal to the student's answer after whitespace normalisation.
 * ``worsened``: rows the teacher marked as worsened.
 
@@ -29,8 +30,10 @@ from engine.records import WORSENED
 
 __all__ = ["INPUT_KINDS", "QualityGuard", "is_identical"]
 
-#: failure kinds caused by the input row itself, not by the teacher: the guard does not count them
-INPUT_KINDS = frozenset({"invalid_input", "prompt_too_long", "context_too_long"})
+#: failure kinds caused by the input row itself (or, in a two-stage run, by its student answer: the teacher
+#: was never asked), not by the teacher: the guard does not count them
+INPUT_KINDS = frozenset({"invalid_input", "prompt_too_long", "context_too_long",
+                         "generate_failed", "student_truncated", "student_empty"})
 _ASCII_SPACE = b" \t\n\r\x0b\x0c"
 _EXAMPLES = 3
 

@@ -123,15 +123,17 @@ DATA_ONLY = tuple(c.name for c in COLUMNS if c.kind == "data")
 FAILURE_ONLY = tuple(c.name for c in COLUMNS if c.kind == "failures")
 SHARED_COLUMNS = tuple(c.name for c in COLUMNS if c.kind == "both")
 #: output column names the engine owns; input columns with these names are kept as ``input_<name>``
-RESERVED = frozenset({"row_id", *(c.name for c in (*COLUMNS, *GENERATE_COLUMNS))})
+RESERVED = frozenset({"row_id", *(c.name for c in COLUMNS)})
+#: the same in a run with a generate stage (its rows have the student provenance columns too)
+STUDENT_RESERVED = RESERVED | {c.name for c in GENERATE_COLUMNS}
 
 #: a kept input column: (input name, output name, output type)
 Kept = tuple[str, str, pa.DataType]
 
 
-def kept_name(input_name: str) -> str:
-    """The output name of a kept input column."""
-    return f"input_{input_name}" if input_name in RESERVED else input_name
+def kept_name(input_name: str, student: bool = False) -> str:
+    """The output name of a kept input column (``student``: in a run with a generate stage)."""
+    return f"input_{input_name}" if input_name in (STUDENT_RESERVED if student else RESERVED) else input_name
 
 
 def _columns(student: bool) -> tuple[Column, ...]:
@@ -164,17 +166,23 @@ def generate_schemas(row_id_type: pa.DataType, kept: list[Kept]) -> tuple[pa.Sch
 
 def kept_from_schema(schema: pa.Schema) -> list[Kept]:
     """The kept input columns of a shard's schema (every column the engine does not own)."""
-    return [(f.name, f.name, f.type) for f in schema if f.name not in RESERVED]
+    reserved = STUDENT_RESERVED if _has_student_columns(schema) else RESERVED
+    return [(f.name, f.name, f.type) for f in schema if f.name not in reserved]
+
+
+def _has_student_columns(schema: pa.Schema) -> bool:
+    """A shard schema of a run with a generate stage (its rows carry the student provenance)."""
+    return all(c.name in schema.names for c in STUDENT_COLUMNS)
 
 
 def other_schema(schema: pa.Schema, want: str) -> pa.Schema:
     """The data (``want="data"``) or failures schema that goes with a shard schema of either kind."""
     rid = schema.field("row_id").type
     kept = kept_from_schema(schema)
-    if "parser_version" not in schema.names and "student_model" in schema.names:  # a generate stage's rows
+    if "parser_version" not in schema.names and _has_student_columns(schema):  # a generate stage's rows
         d, f = generate_schemas(rid, kept)
         return d if want == "data" else f
-    student = "student_model" in schema.names
+    student = _has_student_columns(schema)
     return data_schema(rid, kept, student=student) if want == "data" else failure_schema(rid, kept, student=student)
 
 

@@ -628,11 +628,15 @@ class Source:
         batch_rows: int = 1024,
         keep_input_columns: bool = True,
         exclude: Path | None = None,
+        reserve_student: bool = False,
     ):
         """``task``: the task's text column (None: ``prompt``, unless ``messages`` gives the task);
         ``student_solution``: the student answer's column (None: none, the generate stage writes them);
         ``messages``: a chat message list column (see :class:`MessagesPath`) instead of ``task``;
-        ``exclude``: the run directory, never read as input (see :func:`resolve_files`)."""
+        ``exclude``: the run directory, never read as input (see :func:`resolve_files`);
+        ``reserve_student``: a run with a generate stage (kept input columns named like its student
+        provenance columns are renamed ``input_NAME``)."""
+        self.reserve_student = reserve_student
         if task is not None and messages is not None:
             raise InputError("input.columns.task and input.columns.messages are both set; give one of them")
         self.path, self.dataset, self.name, self.split, self.revision = path, dataset, name, split, revision
@@ -675,7 +679,8 @@ class Source:
 
     def _kept_fields(self) -> list[Kept]:
         """(input name, output name, output type) for every kept input column."""
-        return [(f.name, kept_name(f.name), f.type if _json_safe(f.type) else pa.string()) for f in self.schema]
+        return [(f.name, kept_name(f.name, self.reserve_student), f.type if _json_safe(f.type) else pa.string())
+                for f in self.schema]
 
     def fingerprint(self) -> dict[str, Any]:
         ident = (

@@ -55,6 +55,7 @@ def open_source(cfg: JobConfig) -> Source:
         batch_rows=i.batch_rows,
         keep_input_columns=cfg.output.keep_input_columns,
         exclude=cfg.run_dir,
+        reserve_student=cfg.has_generate,
     )
 
 

@@ -42,9 +42,17 @@ def test_schemas_match_the_shards_of_a_format_1_run_directory() -> None:
 
 def test_every_engine_column_is_reserved_and_kept_input_columns_are_renamed() -> None:
     names = set(records.data_schema(pa.int64(), []).names) | set(records.failure_schema(pa.int64(), []).names)
+    assert names == records.RESERVED
     gen = set(records.data_schema(pa.int64(), [], student=True).names) | set().union(
         *(s.names for s in records.generate_schemas(pa.int64(), [])))
-    assert names | gen == records.RESERVED
+    assert names | gen == records.STUDENT_RESERVED
+    assert records.kept_name("student_model") == "student_model"  # a one-stage run keeps its input's names
+    assert records.kept_name("student_model", student=True) == "input_student_model"
+    kept = [("student_model", "input_student_model", pa.string())]
+    for schema in (*records.generate_schemas(pa.int64(), kept), records.data_schema(pa.int64(), kept, student=True),
+                   records.failure_schema(pa.int64(), kept, student=True)):
+        assert records.kept_from_schema(schema) == [("input_student_model", "input_student_model", pa.string())]
+        assert records.other_schema(schema, "data").names.count("student_model") == 1
     assert records.kept_name("status") == "input_status" and records.kept_name("source") == "source"
     assert set(records.DATA_ONLY) == {"revision", "rational", "status", *records.METRIC_COLUMNS}
     assert set(records.FAILURE_ONLY) == {"error_kind", "error_message"}

@@ -2,7 +2,9 @@
 
 Every look into the run directory that export and stats make goes through the store's read-only view
 (:class:`engine.store.RunView`) and the few functions here: the warnings about a running job or an
-uncompacted journal, the data rows' record batches and the row_ids written twice. Beside them sit the per-batch helpers both
+uncompacted journal, the data rows' record batches and the row_ids written twice. The refusal of a
+generation-only run (its data rows are student answers: nothing to pair) is here too, for export, stats
+and show alike. Beside them sit the per-batch helpers both
 commands apply to those rows (the minimality metric columns, computed where a shard left them null;
 exact percentiles; the identical-revision test) and the two small number formats their reports share.
 Nothing here writes.

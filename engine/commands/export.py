@@ -209,6 +209,7 @@ def export_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | No
     opts = opts or ExportOptions()
     opts.check()
     view = rundata.open_run(run)
+    rundata.require_revisions(view, "clair export")
     if view.pending_rewrite():
         raise RunStateError(
             f"{run} has an interrupted `clair reparse`; run `clair reparse {run}` again to finish it, then export"
@@ -296,6 +297,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ExportError("--private only applies with --push-to-hub ORG/NAME")
     token = check_hub_target(args.push_to_hub) if args.push_to_hub else None
     view = rundata.open_run(run)
+    rundata.require_revisions(view, "clair export")
     manifest = view.manifest
     for w in rundata.run_warnings(view):
         print(f"warning: {w}", file=sys.stderr)

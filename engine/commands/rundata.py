@@ -2,7 +2,9 @@
 
 Every look into the run directory that export and stats make goes through the store's read-only view
 (:class:`engine.store.RunView`) and the few functions here: the warnings about a running job or an
-uncompacted journal, the data rows' record batches and the row_ids written twice. Beside them sit the per-batch helpers both
+uncompacted journal, the data rows' record batches and the row_ids written twice. The refusal of a
+generation-only run (its data rows are student answers: nothing to pair) is here too, for export, stats
+and show alike. Beside them sit the per-batch helpers both
 commands apply to those rows (the minimality metric columns, computed where a shard left them null;
 exact percentiles; the identical-revision test) and the two small number formats their reports share.
 Nothing here writes.
@@ -28,6 +30,7 @@ __all__ = [
     "METRICS",
     "Dedup",
     "ExportError",
+    "GenerationOnlyRun",
     "Metrics",
     "as_bool",
     "batches",
@@ -37,7 +40,9 @@ __all__ = [
     "kinds",
     "metric",
     "num",
+    "generation_only",
     "open_run",
+    "require_revisions",
     "run_warnings",
     "summarize",
 ]
@@ -50,6 +55,10 @@ BATCH_ROWS = 4096
 
 class ExportError(UserError):
     """An export cannot be done as asked (bad option, unusable output path)."""
+
+
+class GenerationOnlyRun(UserError):
+    """A command that needs revisions was given a generation-only run (its rows are student answers)."""
 
 
 def check_thresholds(max_distance: int | None, min_jaccard: float | None) -> None:
@@ -66,6 +75,31 @@ def check_thresholds(max_distance: int | None, min_jaccard: float | None) -> Non
 def open_run(run_dir: Path) -> RunView:
     """The run, read-only; a :class:`RunStateError` when ``run_dir`` is not a run directory."""
     return RunView.open(run_dir)
+
+
+def generation_only(view: RunView) -> bool:
+    """A run of the generate stage alone (``generate:`` without top-level ``endpoints:``): its data rows are
+    student answers (``student_solution``, ``student_model``, ...), with no revision. Its fingerprint has the
+    generate stage's keys only; a run made before fingerprints said so is told by its data rows' columns."""
+    fp = view.manifest.get("fingerprint") or {}
+    if "generate" in fp:
+        return "models" not in fp
+    schema = view.schema(DATA)
+    return schema is not None and "revision" not in schema.names and "student_model" in schema.names
+
+
+def require_revisions(view: RunView, what: str) -> None:
+    """A :class:`GenerationOnlyRun` error (one line naming what to do instead) when ``view`` is a
+    generation-only run; ``what`` is the command, e.g. ``"clair export"``."""
+    if not generation_only(view):
+        return
+    data = view.dir / DATA
+    raise GenerationOnlyRun(
+        f"{view.dir} is a generation-only run (its rows are student answers, no revisions); {what} needs "
+        f"revisions. Revise the answers with a run whose input.path is {data} and input.columns "
+        "{task: task, student_solution: student_solution}, or read them as they are with "
+        f"datasets.load_dataset(\"parquet\", data_files=\"{data}/*.parquet\")"
+    )
 
 
 def run_warnings(view: RunView) -> list[str]:

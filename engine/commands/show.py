@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from engine.commands import rundata
 from engine.commands.worddiff import DELETE, INSERT, SKIP, changed, elide, separator, skipped, word_diff
 from engine.core.errors import RETRYABLE_KINDS, UserError
-from engine.records import DATA_STATUSES, INVALID_INPUT, PARSE_FAILURES
+from engine.records import DATA_STATUSES, INVALID_INPUT, PARSE_FAILURES, STUDENT_EMPTY, STUDENT_TRUNCATED
 from engine.store import DATA, FAILURES, RunView
 
 __all__ = ["CONTEXT_WORDS", "DEFAULT_N", "ShowError", "cmd_show", "find_rows", "format_row", "show_run"]
@@ -46,7 +46,11 @@ RAW_CHARS = 800
 BATCH_ROWS = 256
 
 _DATA_COLUMNS = ["row_id", "task", "student_solution", "revision", "rational", "status", *rundata.METRICS]
-_FAILURE_COLUMNS = ["row_id", "task", "error_kind", "error_message", "finish_reason", "raw_output"]
+_FAILURE_COLUMNS = ["row_id", "task", "student_solution", "error_kind", "error_message", "finish_reason",
+                    "raw_output"]
+#: failure kinds of a run with a generate stage whose student answer came back but was not revised: the row
+#: shows that answer (``student_solution``) where other failures show the raw output
+_STUDENT_ANSWERED = frozenset({STUDENT_TRUNCATED, STUDENT_EMPTY})
 #: failure kinds any run may hold (a kind found in the run is accepted too)
 _KNOWN_KINDS = frozenset({*PARSE_FAILURES, INVALID_INPUT, *RETRYABLE_KINDS})
 
@@ -230,7 +234,9 @@ def format_row(row: dict[str, Any], *, full: bool = False) -> list[Piece]:
     task = row.get("task") or ""
     task_line = task if full else _cut(" ".join(task.split()), TASK_CHARS)
     if "error_kind" in row:
-        raw = row.get("raw_output")
+        student = row["error_kind"] in _STUDENT_ANSWERED
+        raw = row.get("student_solution") if student else row.get("raw_output")
+        name = "student answer" if student else "raw output"
         pieces: list[Piece] = [
             (f"── row_id {row['row_id']!r} · failed: {row['error_kind']}"
              + (f" · finish_reason {row['finish_reason']}" if row.get("finish_reason") else ""), "head"),
@@ -239,10 +245,10 @@ def format_row(row: dict[str, Any], *, full: bool = False) -> list[Piece]:
         ]
         if raw:
             head = raw if full or len(raw) <= RAW_CHARS else raw[:RAW_CHARS]
-            what = "raw output" if head is raw else f"raw output (first {RAW_CHARS} of {len(raw):,} chars)"
+            what = name if head is raw else f"{name} (first {RAW_CHARS} of {len(raw):,} chars)"
             pieces += [(what + ":", "label"), ("\n", None), (_indent(head), None)]
         else:
-            pieces += [("raw output: ", "label"), ("none (no answer came back)", None)]
+            pieces += [(f"{name}: ", "label"), ("empty" if student else "none (no answer came back)", None)]
         return pieces
     head = (f"── row_id {row['row_id']!r} · {row['status']} · jaccard {_num(row.get('jaccard'), '.3f')} · "
             f"levenshtein {_num(row.get('levenshtein'), 'd')} · length ratio {_num(row.get('length_ratio'), '.3f')}")
@@ -321,6 +327,7 @@ def show_run(run_dir: Path, *, n: int = DEFAULT_N, row_id: str | None = None, st
     """Print the picked rows of ``run_dir`` to ``out`` (stdout); 0, or ShowError / RunStateError (exit 2)."""
     out = out if out is not None else sys.stdout
     view = rundata.open_run(run_dir)
+    rundata.require_revisions(view, "clair show")
     for warning in rundata.run_warnings(view):
         print(f"warning: {warning}", file=sys.stderr)
     found = find_rows(view, n=n, row_id=row_id, status=status)

@@ -36,6 +36,7 @@ def collect_stats(run_dir: str | os.PathLike[str], *, max_distance: int | None =
     """Metric distribution, status counts and suspicious revisions of a run's data rows (streamed)."""
     run = Path(run_dir)
     view = rundata.open_run(run)
+    rundata.require_revisions(view, "clair stats")
     rundata.check_thresholds(max_distance, min_jaccard)
     status: Counter[str] = Counter()
     metrics = rundata.Metrics()

@@ -12,6 +12,7 @@ Layout (``format_version`` 1)::
 
     RUN/manifest.json            the run's settings, fingerprint and sessions (through the Storage seam)
     RUN/report.json              the last session's report (through the seam)
+    RUN/live.json                a running session's live figures, rewritten every few seconds (through the seam)
     RUN/data/part-NNNNN.parquet  rows with a usable revision (through the seam)
     RUN/failures/part-NNNNN.parquet   rows without one (through the seam)
     RUN/reparse-intent.json      only while a shard pair is being replaced (through the seam)
@@ -58,7 +59,10 @@ from engine.store.writer import MAX_PENDING_SEGMENTS, StoreWriter
 
 log = logging.getLogger("clair")
 
-__all__ = ["MAX_PENDING_SEGMENTS", "JournalStats", "RunStore", "RunView", "StoreWriter", "atomic_output"]
+__all__ = ["LIVE", "MAX_PENDING_SEGMENTS", "JournalStats", "RunStore", "RunView", "StoreWriter", "atomic_output"]
+
+#: a running session's live figures (``RunStore.save_live``), read by ``clair status`` in another process
+LIVE = "live.json"
 
 
 def _not_a_run(run_dir: Path) -> RunStateError:
@@ -177,6 +181,19 @@ class RunStore:
         ``clair status`` in another process. For rare transitions only, never per row."""
         self.manifest["runs"][-1].update(fields)
         mf.save(self.storage, self.manifest)
+
+    def save_live(self, info: dict[str, Any]) -> None:
+        """The running session's live figures as ``RUN/live.json`` (atomically, through the Storage seam), for
+        ``clair status`` in another process: ``{"at": epoch_s, "stages": {name: {"rows_done", "rows_total",
+        "rows_per_s", "eta_s", "in_flight", "failed"}}, "waiting": int | None}``. Call it every few seconds,
+        never per row. Best effort: a failed write is logged at debug level and the run goes on."""
+        import orjson
+
+        try:
+            raw = orjson.dumps(info, option=orjson.OPT_NON_STR_KEYS)
+            self.storage.write_atomic(LIVE, raw)
+        except (StorageError, TypeError) as e:  # TypeError: a value JSON cannot hold (a bug, not worth a run)
+            log.debug("could not write %s: %s", LIVE, e)
 
     def writer(self, *, rows_per_segment: int, fsync_interval_s: float) -> StoreWriter:
         if self._shards is None:
@@ -330,6 +347,17 @@ class RunView:
     def active(self) -> dict[str, Any] | None:
         """The lock holder's info (``pid``, ``host``, ``since``) when a live process uses the run, else None."""
         return mf.is_active(self.dir)
+
+    def live(self) -> dict[str, Any] | None:
+        """The live figures a running session last saved (:meth:`RunStore.save_live`; their ``at`` says when),
+        None when there are none or they cannot be read. They may be stale: check ``at`` and :meth:`active`."""
+        import orjson
+
+        try:
+            info = orjson.loads(self.storage.read_bytes(LIVE))
+        except (OSError, StorageError, orjson.JSONDecodeError):
+            return None
+        return info if isinstance(info, dict) else None
 
     def shards(self, kind: str) -> list[str]:
         """Committed shard names of ``kind`` (``DATA`` or ``FAILURES``), in shard order."""

@@ -72,9 +72,9 @@ def write_stage_segment(run: Path, n: int, recs: list[dict[str, Any]], tail: byt
 
 
 async def drive(w: StoreWriter, batches: list[list[dict[str, Any]]]) -> None:
+    """Journal these batches, close, and wait for the compaction (whose error is raised here)."""
     runner = asyncio.create_task(w.run())
     for b in batches:
-        await w.wait_ready()
         w.append(b)
         await asyncio.sleep(0)
     w.close()

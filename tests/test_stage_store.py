@@ -72,9 +72,9 @@ def write_stage_segment(run: Path, n: int, recs: list[dict[str, Any]], tail: byt
 
 
 async def drive(w: StoreWriter, batches: list[list[dict[str, Any]]]) -> None:
+    """Journal these batches, close, and wait for the compaction (whose error is raised here)."""
     runner = asyncio.create_task(w.run())
     for b in batches:
-        await w.wait_ready()
         w.append(b)
         await asyncio.sleep(0)
     w.close()
@@ -134,6 +134,10 @@ async def test_stage_is_written_reopened_and_counted(tmp_path: Path) -> None:
     assert sum(b.num_rows for b in sv.iter_batches(DATA, ["row_id", "student_solution"], 4)) == 15
     assert sv.journal_stats().rows == 0
     assert len(sv.done_ids()) == 20
+    assert [v.name for v in view.stages()] == ["generate"]
+    # the stage's files count as the run's activity; nothing may be written into its folder
+    assert view.last_activity() == max(p.stat().st_mtime for p in d.rglob("*.parquet"))
+    assert view.folder_holding(d / "data" / "x.parquet") == "stages"
 
 
 async def test_retry_and_supersede_failures(tmp_path: Path) -> None:
@@ -266,7 +270,10 @@ async def test_stage_on_another_storage(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     mem = MemoryStorage(tmp_path / "staging")
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "staging" / f"stages__generate__data__part-00007.parquet{TMP}").write_bytes(b"killed")
     with open_run(run, storage=mem) as store:
+        assert store.recovered.staged_dropped == 1  # the run's recovery drops its stages' staged files
         store.begin_session(config={}, started=1.0, retry_failed=False, rows_total=8)
         st = open_gen(store)
         assert isinstance(st.storage, SubStorage)

@@ -54,7 +54,14 @@ from engine.store.shards import (
     shard_names,
     shard_number,
 )
-from engine.store.stage import StageStore, StageView, compact_stage_leftovers, stage_stores
+from engine.store.stage import (
+    STAGES,
+    StageStore,
+    StageView,
+    compact_stage_leftovers,
+    stage_names,
+    stage_stores,
+)
 from engine.store.writer import MAX_PENDING_SEGMENTS, StoreWriter
 
 log = logging.getLogger("clair")
@@ -375,15 +382,22 @@ class RunView:
         return rewrite.pending_rewrite(self.storage)
 
     def last_activity(self) -> float | None:
+        """When a shard, the manifest or a journal segment (the run's or a stage's) last changed."""
         names = [*self.shards(DATA), *self.shards(FAILURES), mf.MANIFEST]
         times = [t for t in (self.storage.mtime(n) for n in names) if t is not None]
-        times += [s.stat().st_mtime for s in self.journal_segments()]
+        segments = [*self.journal_segments(), *(s for st in self.stages() for s in st.journal_segments())]
+        for st in self.stages():
+            names = [*st.shards(DATA), *st.shards(FAILURES)]
+            times += [t for t in (st.storage.mtime(n) for n in names) if t is not None]
+        for seg in segments:
+            with contextlib.suppress(FileNotFoundError):  # compacted meanwhile
+                times.append(seg.stat().st_mtime)
         return max(times, default=None)
 
     def folder_holding(self, path: Path) -> str | None:
-        """The run folder (data, failures, journal) that ``path`` would be written into, if any."""
+        """The run folder (data, failures, journal, stages) that ``path`` would be written into, if any."""
         parent = path.resolve().parent
-        for kind in (DATA, FAILURES, JOURNAL):
+        for kind in (DATA, FAILURES, JOURNAL, STAGES):
             d = (self.dir / kind).resolve()
             if parent == d or d in parent.parents:
                 return kind
@@ -419,3 +433,7 @@ class RunView:
     def stage(self, name: str) -> StageView | None:
         """Stage ``name``'s sub-store read-only; None when the run has no such stage."""
         return StageView.open(self.dir, self.storage, name)
+
+    def stages(self) -> list[StageView]:
+        """Every stage sub-store the run has, by name."""
+        return [v for n in stage_names(self.dir) if (v := self.stage(n)) is not None]

@@ -227,8 +227,8 @@ def as_storage(where: Storage | Path) -> Storage:
 
 class SubStorage:
     """The files of one folder of another :class:`Storage` (e.g. a stage's ``stages/generate/``), by names
-    relative to that folder. Staging, recovery's scans and listings' refresh are the parent's (one local
-    staging area per run)."""
+    relative to that folder. Staging and listings' refresh are the parent's (one local staging area per
+    run, cleaned by the parent's recovery)."""
 
     def __init__(self, parent: Storage, folder: str):
         self.parent = parent
@@ -267,7 +267,10 @@ class SubStorage:
         self.parent.delete(self._name(name))
 
     def discard_staged(self) -> int:
-        return self.parent.discard_staged()
+        """Nothing: staged files live in the parent's staging area, which the parent's own recovery cleans
+        (the run's, when it is opened, before any of its folders is); cleaning it from here could drop a
+        file the run's writer is staging at that moment."""
+        return 0
 
     def refresh(self) -> None:
         self.parent.refresh()

@@ -19,10 +19,11 @@ Two phases, one async iterator of batches (lists of plain dicts, at most ``batch
    deleted). It waits on an :class:`asyncio.Event` the writer sets on every append and at close (never a
    sleep-poll), and ends when the writer is closed and everything it wrote was read.
 
-Live lines are parsed on the event loop in steps of at most ``batch_rows`` lines (a step is a few ms at
-most, then the loop runs others): handing each step to a thread costs more CPU than the parsing itself
-(see ``tests/test_handoff.py::test_live_parsing_cpu``). Shard batches are decoded in a worker thread (one
-hop per batch).
+Live lines are parsed on the event loop in steps of at most ``batch_rows`` lines (then the loop runs
+others). Measured with 3 KB answers: ~9 us CPU per row on the loop against ~10 us with each step in a
+worker thread when the reader lags behind, and 4x more CPU in the thread when it keeps up (a thread hop
+per append of a few rows costs more than parsing them). Shard batches (Parquet decoding, which releases
+the GIL) are read in a worker thread, one hop per batch.
 """
 
 from __future__ import annotations

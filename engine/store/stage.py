@@ -179,7 +179,8 @@ class StageStore:
         """This stage's records for the next stage, in order: the backlog (rows in the shards older than
         ``writer``'s session), then every record ``writer`` journals, as soon as it is written. Rows in
         ``skip`` are left out; failure rows of the backlog whose row_id is not in ``stage_done`` too (this
-        session requests them again: their new record arrives live). See :mod:`engine.store.handoff`."""
+        session requests them again: their new record arrives live). Both sets are the ones taken when the
+        session began (before ``writer`` wrote anything). See :mod:`engine.store.handoff`."""
         return Handoff(self.storage, self.journal_dir, writer, skip=skip, stage_done=stage_done,
                        batch_rows=batch_rows)
 

@@ -14,7 +14,7 @@ from helpers import assert_exactly_once
 
 from engine import load_config, run_job
 from engine.client import FakeClient
-from engine.core.errors import HTTPStatusError, RunStateError
+from engine.core.errors import ConnectError, HTTPStatusError, RunStateError
 from engine.core.types import Completion
 from engine.store import RunView
 from engine.store.readers import current_failures
@@ -239,3 +239,104 @@ def test_the_quality_guard_does_not_count_failed_student_answers(tmp_path: Path)
     rep = run_job(load_config(cfg), client=Fake(truncate=set(range(0, n, 2))).client())  # half the answers cut
     assert rep.status == "completed"
     assert_exactly_once(tmp_path / "run", n)
+
+
+def _forget_revise_rows(run: Path) -> None:
+    """What a kill -9 leaves when the generate stage ran ahead of the revise stage."""
+    for d in ("data", "failures", "journal"):
+        for f in (run / d).glob("*"):
+            f.unlink()
+
+
+def test_resume_of_the_revise_stage_needs_no_student_endpoint(tmp_path: Path) -> None:
+    """Every student answer is stored; only revisions are left. The student server is gone (shut down
+    after its stage finished): the resume should revise, not refuse to start."""
+    n = 10
+    cfg = _config(tmp_path, _prompts(tmp_path, n))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["generate"]["endpoints"][0]["url"] = "http://127.0.0.1:8/v1"  # the student server
+    cfg.write_text(yaml.safe_dump(raw))
+    run_job(load_config(cfg), client=Fake().client())
+    _forget_revise_rows(tmp_path / "run")
+    fake = Fake()
+    inner = fake.client()
+
+    class StudentDown(FakeClient):
+        async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
+            if ":8/" in url:
+                raise ConnectError("connection refused")
+            return [STUDENT, TEACHER]
+
+        async def complete(self, url: str, headers: dict[str, str], body: bytes) -> Completion:
+            if ":8/" in url:
+                raise ConnectError("connection refused")
+            return await super().complete(url, headers, body)
+
+    client = StudentDown(inner.handler, models=[TEACHER])
+    rep = run_job(load_config(cfg), client=client)
+    assert rep.status == "completed"
+    assert not fake.student_calls and len(fake.teacher_calls) == n
+    assert_exactly_once(tmp_path / "run", n)
+
+
+def test_lowered_limit_sends_nothing_for_rows_past_it(tmp_path: Path) -> None:
+    """Single stage: 'rows past the limit are kept, nothing more is sent for them'. Two stages: the
+    revise stage revises every stored student answer, past the limit too."""
+    n = 20
+    cfg = _config(tmp_path, _prompts(tmp_path, n))
+    run_job(load_config(cfg), client=Fake().client())
+    _forget_revise_rows(tmp_path / "run")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["input"]["limit"] = 5
+    cfg.write_text(yaml.safe_dump(raw))
+    fake = Fake()
+    run_job(load_config(cfg), client=fake.client())
+    assert len(fake.teacher_calls) <= 5, len(fake.teacher_calls)
+
+
+def test_a_student_stage_failure_does_not_throw_away_paid_revisions(tmp_path: Path) -> None:
+    """The student endpoint starts refusing the key (401 -> every generate endpoint disabled ->
+    StartupError stops the run). The revise stage's in-flight requests are already paid; they get no
+    grace and are cancelled (sent and paid again on resume)."""
+    n = 60
+    cfg = _config(tmp_path, _prompts(tmp_path, n))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["run"]["grace_period_s"] = 5
+    cfg.write_text(yaml.safe_dump(raw))
+    teacher_started = 0
+    teacher_done = 0
+    student_n = 0
+
+    async def handler(url: str, headers: dict[str, str], body: dict[str, Any]) -> Completion:
+        nonlocal teacher_started, teacher_done, student_n
+        text = body["messages"][-1]["content"]
+        if body["model"] == STUDENT:
+            student_n += 1
+            if student_n > 20:
+                await asyncio.sleep(0.05)
+                raise HTTPStatusError(401, "key revoked")
+            return Completion(content=f"answer to {text}", finish_reason="stop", model=STUDENT,
+                              prompt_tokens=20, completion_tokens=15)
+        teacher_started += 1
+        await asyncio.sleep(0.3)
+        teacher_done += 1
+        sol = text.split("{student_solution}: ", 1)[1].split("\n\n-----------------", 1)[0]
+        return Completion(content=build_answer(sol, 0), finish_reason="stop", model=TEACHER,
+                          prompt_tokens=700, completion_tokens=800)
+
+    with pytest.raises(Exception) as ei:
+        run_job(load_config(cfg), client=FakeClient(handler, models=[STUDENT, TEACHER]))
+    assert "401" in str(ei.value) or "key" in str(ei.value)
+    assert teacher_started == teacher_done, "revise requests in flight were cancelled (paid, sent again on resume)"
+
+
+def test_the_run_writes_live_figures_per_stage_for_clair_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.runner import job
+
+    monkeypatch.setattr(job, "LIVE_INTERVAL_S", 0.01)
+    n = 20
+    run_job(load_config(_config(tmp_path, _prompts(tmp_path, n))), client=Fake(teacher_delay=0.05).client())
+    live = RunView.open(tmp_path / "run").live()
+    assert live is not None and set(live["stages"]) == {"generate", "revise"}
+    assert live["stages"]["generate"]["rows_total"] == n
+    assert set(live["stages"]["revise"]) >= {"rows_done", "rows_per_s", "eta_s", "in_flight", "failed"}

@@ -14,6 +14,9 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from engine import records
 from engine.source import DoneSet, Prepared, Source
 
@@ -26,10 +29,34 @@ async def source_feed(source: Source, done: DoneSet) -> AsyncIterator[Prepared]:
         yield prepared
 
 
-async def handoff_feed(handoff: AsyncIterable[list[dict[str, Any]]], kept: tuple[str, ...]) -> AsyncIterator[Prepared]:
-    """``kept``: the kept input columns' output names (they travel in the generate stage's rows)."""
+def selection(source: Source) -> DoneSet | None:
+    """The row ids the input now selects when ``input.limit`` cuts it (None: every stored row is selected).
+    A lowered limit leaves answers the generate stage stored for rows past it: nothing more is sent for
+    them, as in a one-stage run."""
+    if source.limit is None:
+        return None
+    if source.id_column is None:  # ordinals: the first ``limit`` rows
+        return None if source.limit is None else _ordinals(source.limit)
+    ids = DoneSet()
+    for _, _, b in source.limited_batches():
+        if isinstance(b, pa.RecordBatch):
+            col = b.column(source.id_column)
+            ids.add_array(col.cast(pa.int64()) if pa.types.is_integer(col.type) else col)
+    return ids
+
+
+def _ordinals(n: int) -> DoneSet:
+    return DoneSet(pa.array(np.arange(n, dtype=np.int64)))
+
+
+async def handoff_feed(handoff: AsyncIterable[list[dict[str, Any]]], kept: tuple[str, ...],
+                       selected: DoneSet | None = None) -> AsyncIterator[Prepared]:
+    """``kept``: the kept input columns' output names (they travel in the generate stage's rows);
+    ``selected``: the row ids the input selects now (None: all)."""
     final_failure = records.final_from_student_failure
     async for recs in handoff:
+        if selected is not None:
+            recs = [r for r in recs if r["row_id"] in selected]
         ids: list[Any] = []
         tasks: list[str | None] = []
         sols: list[str | None] = []

@@ -36,7 +36,7 @@ from engine.policy.budget import Budget
 from engine.policy.metrics import Progress, RunCounters
 from engine.policy.retry import RetryPolicy
 from engine.preflight import preflight
-from engine.runner.feeds import handoff_feed, source_feed
+from engine.runner.feeds import handoff_feed, selection, source_feed
 from engine.runner.guards import QualityGuard
 from engine.runner.produce import Producer
 from engine.runner.record import Recorder
@@ -120,9 +120,10 @@ class Job:
             snap = dataclasses.replace(snap, rows_total=up.counters.rows_total)
             if snap.rows_per_s > 0 and snap.rows_total is not None and snap.rows_total >= snap.rows_done:
                 snap = dataclasses.replace(snap, eta_s=(snap.rows_total - snap.rows_done) / snap.rows_per_s)
-        handoff = self.pipes[-1].handoff
-        return dataclasses.replace(snap, stage=self.pipes[-1].stage.name, upstream=up.snapshot(elapsed),
-                                   waiting=handoff.waiting if handoff is not None else None)
+        upsnap = up.snapshot(elapsed)
+        # rows the first stage finished that have no final row yet (those stored by earlier sessions too)
+        waiting = max(0, upsnap.rows_done - snap.rows_done)
+        return dataclasses.replace(snap, stage=self.pipes[-1].stage.name, upstream=upsnap, waiting=waiting)
 
     # ------------------------------------------------------------ set-up (no request sent)
 
@@ -180,8 +181,12 @@ class Job:
                     _http_transport(self.cfg))
                 self._make_pipes()
                 if c.rows_total is None or c.rows_done_before < c.rows_total:
-                    for p in self.pipes:
-                        await startup_check(client, p.endpoints, self.cfg.timeouts.connect_s + 20, where=p.where)
+                    # a stage with nothing left (the student's, once every answer is stored) is not checked:
+                    # its server may be gone while the revisions are finished
+                    busy = [p for p in self.pipes if p.done is None or c.rows_total is None
+                            or len(p.done) < c.rows_total]
+                    await asyncio.gather(*(startup_check(client, p.endpoints, self.cfg.timeouts.connect_s + 20,
+                                                         where=p.where) for p in busy))
                 try:
                     await self._pipe(client)
                 except (EndpointsDown, RunStopped) as e:  # a graceful stop: the session ends like any other
@@ -240,7 +245,8 @@ class Job:
                 assert up.writer is not None and up.done is not None
                 pipe.handoff = up.store.handoff(up.writer, skip=self.done, stage_done=up.done,
                                                 batch_rows=min(256, cfg.input.batch_rows))
-                feed = handoff_feed(pipe.handoff, tuple(out for _, out, _ in self.source.kept))
+                feed = handoff_feed(pipe.handoff, tuple(out for _, out, _ in self.source.kept),
+                                    selected=await asyncio.to_thread(selection, self.source))
             budget = auto_budget(stage.cfg, smallest_context([ep.context_length for ep in pipe.endpoints])) \
                 if stage.revises else None
             producers.append(Producer(
@@ -253,13 +259,15 @@ class Job:
             async with asyncio.TaskGroup() as tg:
                 for pipe in self.pipes:
                     assert pipe.writer is not None
-                    tg.create_task(self._guard(pipe.writer.run()), name=f"store-writer-{pipe.stage.name}")
+                    tg.create_task(self._guard(pipe.writer.run(), pipe), name=f"store-writer-{pipe.stage.name}")
                 shown = tg.create_task(self._progress_loop(), name="progress") if self.on_progress else None
+                live = tg.create_task(self._live_loop(), name="live-status")
                 linked = tg.create_task(self._link_stops(), name="stop-link")
                 await asyncio.gather(*(self._serve_stage(pipe, tg.create_task(
-                    self._guard(producer.run()), name=f"producer-{pipe.stage.name}"))
+                    self._guard(producer.run(), pipe), name=f"producer-{pipe.stage.name}"))
                     for pipe, producer in zip(self.pipes, producers, strict=True)))
                 linked.cancel()
+                live.cancel()
                 if shown is not None:
                     shown.cancel()
         finally:
@@ -277,7 +285,7 @@ class Job:
         try:
             pipe.writer.close()  # the last segment goes to the shard writer, which the group waits for
         except Exception as e:  # e.g. the last fsync failed: a stop with its error, not an ExceptionGroup
-            self._stop_all(e)
+            self._stop_all(e, pipe)
 
     async def _link_stops(self) -> None:
         """A stage whose pool stops (Ctrl-C, a fatal error, a guard) stops the other stages too."""
@@ -292,17 +300,20 @@ class Job:
             for w in waits:
                 w.cancel()
 
-    def _stop_all(self, error: BaseException | None = None) -> None:
+    def _stop_all(self, error: BaseException | None = None, where: StagePipe | None = None) -> None:
+        """Stop every stage's pool; ``error`` is the fatal error of ``where``'s pool (the others stop
+        gracefully: their requests in flight are paid, they get the grace period)."""
         for pipe in self.pipes:
             if pipe.pool is not None:
-                pipe.pool.stop(error)
+                pipe.pool.stop(error if pipe is where or where is None else None)
 
-    async def _guard(self, stage: Awaitable[None]) -> None:
-        """A stage that fails stops the pool like a graceful stop; ``_pipe`` raises its error at the end."""
+    async def _guard(self, part: Awaitable[None], pipe: StagePipe) -> None:
+        """A part of a stage (producer, writer) that fails stops the run like a graceful stop; ``_pipe``
+        raises its error at the end."""
         try:
-            await stage
+            await part
         except Exception as e:
-            self._stop_all(e)
+            self._stop_all(e, pipe)
 
     async def _serve(self, pool: Pool, produce: asyncio.Task[None]) -> None:
         """Run the pool until every row is done or it is stopped; then drain what is in flight. Cancelled
@@ -314,8 +325,10 @@ class Job:
             if pool.stopping:
                 produce.cancel()
                 # an input problem met mid-run stops like Ctrl-C: the requests in flight are paid, let them finish
-                fatal = next((p.pool.fatal for p in self.pipes if p.pool is not None and p.pool.fatal), pool.fatal)
-                grace = self.interrupted is not None or isinstance(fatal, InputError | EndpointsDown | RunStopped)
+                # a pool stopped because another stage failed has no error of its own: grace too
+                fatal = pool.fatal
+                grace = self.interrupted is not None or fatal is None or \
+                    isinstance(fatal, InputError | EndpointsDown | RunStopped)
                 cancelled = await pool.drain(self.cfg.run.grace_period_s if grace else 0.0)
                 if cancelled:
                     log.warning("%d request(s) in flight were cancelled; they are sent again on resume", cancelled)
@@ -334,6 +347,16 @@ class Job:
     def _note_pause(self, since: float | None) -> None:
         """Every endpoint failing since ``since`` (None: one answers again), for ``clair status``."""
         self.store.note(paused_since=since)
+
+    async def _live_loop(self) -> None:
+        """Every few seconds, the live figures of each stage into the run directory (``clair status`` in
+        another process shows them while the run is active)."""
+        while True:
+            await asyncio.sleep(LIVE_INTERVAL_S)
+            snap = self.snapshot()
+            stages = {p.stage.name: _live(p.snapshot(snap.elapsed_s) if p is not self.pipes[-1] else snap)
+                      for p in self.pipes}
+            self.store.save_live({"at": time.time(), "stages": stages, "waiting": snap.waiting})
 
     async def _progress_loop(self) -> None:
         while self.on_progress is not None:
@@ -425,6 +448,15 @@ class Job:
                           counts={"data": counts["data"], "failed": counts["failed"],
                                   "failure_kinds": counts["failure_kinds"]})
         return rep
+
+
+#: seconds between two writes of the live figures (``RUN/live.json``)
+LIVE_INTERVAL_S = 5.0
+
+
+def _live(p: Progress) -> dict[str, Any]:
+    return {"rows_done": p.rows_done, "rows_total": p.rows_total, "rows_per_s": round(p.rows_per_s, 3),
+            "eta_s": p.eta_s, "in_flight": p.in_flight, "failed": sum(p.failures.values())}
 
 
 def _stop_unless_stopping(pool: Pool) -> Callable[[BaseException], None]:

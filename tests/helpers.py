@@ -32,6 +32,12 @@ def write_config(tmp_path: Path, url: str, input_path: Path, **sections: Any) ->
         "retry": {"base_delay_s": 0.05, "max_delay_s": 0.5},
         "run": {"progress": "off"},
     }
+    return _dump_config(tmp_path, cfg, sections)
+
+
+def _dump_config(tmp_path: Path, cfg: dict[str, Any], sections: dict[str, Any]) -> Path:
+    """``cfg`` with ``sections`` merged in (a mapping updates the section, anything else replaces it), as
+    ``tmp_path/job.yaml``."""
     for k, v in sections.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
             cfg[k].update(v)
@@ -110,14 +116,7 @@ def write_two_stage_config(tmp_path: Path, student_url: str, teacher_url: str | 
     }
     if teacher_url is not None:
         cfg["endpoints"] = [{"url": teacher_url, "model": "mock-clair", "max_concurrency": teacher_conc}]
-    for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
-            cfg[k].update(v)
-        else:
-            cfg[k] = v
-    p = tmp_path / "job.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
+    return _dump_config(tmp_path, cfg, sections)
 
 
 def durable_rows(run_dir: Path) -> int:

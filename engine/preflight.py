@@ -161,7 +161,7 @@ def _scan_parquet(source: Source, ids: _IdScan | None, probes: list[_Probe]) -> 
 
     left = source.limit
     rows = 0
-    heads = list(dict.fromkeys(p.path.head for p in probes))
+    heads = list(dict.fromkeys(p.head for p in probes))
     spread: list[tuple[Path, Any, int]] = []  # (file, ParquetFile, row group) candidates for the spread sample
     for f in source.files:
         if left == 0:
@@ -410,17 +410,14 @@ class _IdScan:
 # ---------------------------------------------------------------- the column mapping
 
 
-class _PathProbe:
-    """How far a column path gets in the sampled rows: rows still non-null after each step, the list
-    lengths met at each index step, and the rows whose text is usable (not empty or whitespace)."""
+class _Probe:
+    """One key of the column mapping on the sampled rows: it counts rows until one of them gives a usable
+    value (then it is satisfied and takes no more)."""
 
-    def __init__(self, path: ColumnPath, key: str):
-        self.path, self.key = path, key
+    def __init__(self, key: str, head: str):
+        self.key, self.head = key, head  # head: the input column the key reads
         self.rows = 0
         self.usable = 0
-        self.present = [0] * (len(path.steps) + 1)
-        self.lens: list[tuple[int, int] | None] = [None] * len(path.steps)
-        self.types: list[pa.DataType] = []
 
     @property
     def satisfied(self) -> bool:
@@ -429,9 +426,30 @@ class _PathProbe:
     def add(self, batch: pa.RecordBatch) -> None:
         if self.satisfied or batch.num_rows == 0:
             return
+        self.rows += batch.num_rows
+        self._add(batch)
+
+    def _add(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def check(self, where: str) -> None:
+        raise NotImplementedError
+
+
+class _PathProbe(_Probe):
+    """How far a column path gets in the sampled rows: rows still non-null after each step, the list
+    lengths met at each index step, and the rows whose text is usable (not empty or whitespace)."""
+
+    def __init__(self, path: ColumnPath, key: str):
+        super().__init__(key, path.head)
+        self.path = path
+        self.present = [0] * (len(path.steps) + 1)
+        self.lens: list[tuple[int, int] | None] = [None] * len(path.steps)
+        self.types: list[pa.DataType] = []
+
+    def _add(self, batch: pa.RecordBatch) -> None:
         arrs = self.path.trace(batch)
         self.types = [a.type for a in arrs]
-        self.rows += batch.num_rows
         for i, arr in enumerate(arrs):
             self.present[i] += len(arr) - arr.null_count
             if i < len(self.path.steps) and isinstance(self.path.steps[i], int) and len(arr) - arr.null_count:
@@ -469,27 +487,19 @@ class _PathProbe:
                          f"point {key} at a field that holds the text")
 
 
-class _MessagesProbe:
+class _MessagesProbe(_Probe):
     """How the sampled rows' message lists fare: rows with no messages, rows whose last message is not the
     user's, rows with a blank message, and the rows that give a task."""
 
     def __init__(self, path: MessagesPath, key: str):
-        self.path, self.key = path, key
-        self.rows = 0
-        self.usable = 0
+        super().__init__(key, path.head)
+        self.path = path
         self.empty = 0
         self.not_user = 0
         self.last_roles: set[str | None] = set()
 
-    @property
-    def satisfied(self) -> bool:
-        return self.usable > 0
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        if self.satisfied or batch.num_rows == 0:
-            return
+    def _add(self, batch: pa.RecordBatch) -> None:
         conv = self.path.evaluate(batch)
-        self.rows += batch.num_rows
         self.usable += len(conv.tasks) - conv.tasks.null_count
         self.empty += int(conv.empty.sum())
         self.not_user += int(conv.not_user_last.sum())
@@ -512,6 +522,3 @@ class _MessagesProbe:
                              f"answers the user's last message: {fix}")
         raise InputError(f"{head}: each conversation that ends in a user turn has a message whose role or "
                          "content is null, empty or whitespace-only; fix those messages")
-
-
-_Probe = _PathProbe | _MessagesProbe

@@ -5,6 +5,7 @@ list. Every new config and input message is pinned here."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -269,7 +270,12 @@ def test_a_two_stage_budget_needs_both_stages_prices() -> None:
     assert refused(raw).startswith("budget.max_usd needs prices: set generate.pricing.input_per_million")
     raw = {**two_stage(pricing=PRICES), "budget": {"max_usd": 5}}
     assert refused(raw).startswith("budget.max_usd needs prices: set pricing.input_per_million")
-    assert from_dict({**two_stage(pricing=PRICES), "budget": {"max_usd": 5}, "pricing": PRICES}).budget.max_usd == 5
+    cfg = from_dict({**two_stage(pricing=PRICES), "budget": {"max_usd": 5}, "pricing": PRICES})
+    assert cfg.budget.max_usd == 5
+    cfg.check_budget()
+    # the budget check a resumed run repeats (on the config it runs with) covers both stages
+    with pytest.raises(ConfigError, match=r"^budget\.max_usd needs prices: set generate\.pricing\."):
+        dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, pricing=PricingConfig())).check_budget()
 
 
 def test_negative_student_prices_are_refused_with_a_budget() -> None:

@@ -502,12 +502,17 @@ class JobConfig:
         self.retry.check()
         self.timeouts.check()
         self.run.check()
-        if self.has_revise:
-            self.budget.check(self.pricing, gen)
-        if self.generate is not None:  # the budget counts the student's spending too, at its prices
-            self.budget.check(self.generate.pricing, self.generate.generation, "generate.")
+        self.check_budget()
         self.guard.check()
         self.max_tokens_auto.check()
+
+    def check_budget(self) -> None:
+        """``budget`` against the prices and max_tokens of every stage the run has: the teacher's (top-level
+        ``pricing``, ``generation``) and the student's (``generate.pricing``, ``generate.generation``)."""
+        if self.has_revise:
+            self.budget.check(self.pricing, self.generation)
+        if self.generate is not None:  # the budget counts the student's spending too, at its prices
+            self.budget.check(self.generate.pricing, self.generate.generation, "generate.")
 
     @property
     def has_generate(self) -> bool:

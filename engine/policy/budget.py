@@ -45,23 +45,45 @@ class Reservation:
     usd: float  # the worst case in USD (0 without prices)
 
 
-def earlier_spending(sessions: Iterable[Mapping[str, Any]]) -> tuple[int, int, int]:
+def earlier_spending(sessions: Iterable[Mapping[str, Any]], stage: str | None = None) -> tuple[int, int, int]:
     """(prompt tokens, output tokens, sessions without a report) of a run directory's earlier sessions,
     from the manifest's session entries. A session killed with ``kill -9`` wrote no report: its spending is
-    unknown (the third figure says how many)."""
+    unknown (the third figure says how many). ``stage``: an earlier stage of a two-stage run (its figures
+    are in the report's ``extra.stages``); None: the run's last stage (the report's own figures)."""
     prompt = output = unknown = 0
     for s in sessions:
         rep = s.get("report")
         if not isinstance(rep, Mapping):
             unknown += 1
             continue
+        if stage is not None:
+            rep = ((rep.get("extra") or {}).get("stages") or {}).get(stage) or {}
         prompt += int(rep.get("prompt_tokens") or 0)
         output += int(rep.get("completion_tokens") or 0)
     return prompt, output, unknown
 
 
+class _Ledger:
+    """What a run has spent and reserved, whichever stage spent it."""
+
+    def __init__(self, max_usd: float | None, max_output_tokens: int | None):
+        self.max_usd = max_usd
+        self.max_output_tokens = max_output_tokens
+        self.usd_before = 0.0
+        self.output_before = 0
+        #: what this session's answers cost (real usage)
+        self.session_usd = 0.0
+        self.session_output = 0
+        #: the worst cases of the requests in flight
+        self.reserved_usd = 0.0
+        self.reserved_output = 0
+        self.in_flight = 0
+        self.changed: asyncio.Event | None = None  # made on first wait (inside the running loop)
+
+
 class Budget:
-    """The run's spending limits and what is spent and reserved against them."""
+    """The run's spending limits and what is spent and reserved against them (a two-stage run: one view
+    per stage, :meth:`for_stage`, each with its own prices)."""
 
     def __init__(
         self,
@@ -73,25 +95,41 @@ class Budget:
         output_per_million: float = 0.0,
         prompt_tokens_before: int = 0,
         output_tokens_before: int = 0,
+        shared: Budget | None = None,
     ):
-        self.max_usd = max_usd
-        self.max_output_tokens = max_output_tokens
+        """``shared``: another stage's budget of the same run; this one then spends from its totals (one
+        ``max_usd`` for the whole run) at this stage's own prices and output budget (:meth:`for_stage`)."""
         self.default_max_tokens = default_max_tokens
         self.in_price = input_per_million / 1e6
         self.out_price = output_per_million / 1e6
-        self.usd_before = prompt_tokens_before * self.in_price + output_tokens_before * self.out_price
-        self.output_before = output_tokens_before
-        #: what this session's answers cost (real usage)
-        self.session_usd = 0.0
-        self.session_output = 0
-        #: the worst cases of the requests in flight
-        self.reserved_usd = 0.0
-        self.reserved_output = 0
-        self.in_flight = 0
+        if shared is not None:
+            self._ledger = shared._ledger
+        else:
+            self._ledger = _Ledger(max_usd, max_output_tokens)
+        led = self._ledger
+        led.usd_before += prompt_tokens_before * self.in_price + output_tokens_before * self.out_price
+        led.output_before += output_tokens_before
         #: prompt tokens reserved per estimated one: starts cautious, then follows the answers' real sizes
         self.prompt_factor = INITIAL_PROMPT_FACTOR
         self._max_ratio: float | None = None
-        self._changed: asyncio.Event | None = None  # made on first wait (inside the running loop)
+
+    def for_stage(self, *, default_max_tokens: int, input_per_million: float = 0.0, output_per_million: float = 0.0,
+                  prompt_tokens_before: int = 0, output_tokens_before: int = 0) -> Budget:
+        """The same run's budget as another stage spends it (its prices and max_tokens; shared totals)."""
+        return Budget(default_max_tokens=default_max_tokens, input_per_million=input_per_million,
+                      output_per_million=output_per_million, prompt_tokens_before=prompt_tokens_before,
+                      output_tokens_before=output_tokens_before, shared=self)
+
+    # the run's totals (shared by every stage's view)
+    max_usd = property(lambda self: self._ledger.max_usd)
+    max_output_tokens = property(lambda self: self._ledger.max_output_tokens)
+    usd_before = property(lambda self: self._ledger.usd_before)
+    output_before = property(lambda self: self._ledger.output_before)
+    session_usd = property(lambda self: self._ledger.session_usd)
+    session_output = property(lambda self: self._ledger.session_output)
+    reserved_usd = property(lambda self: self._ledger.reserved_usd)
+    reserved_output = property(lambda self: self._ledger.reserved_output)
+    in_flight = property(lambda self: self._ledger.in_flight)
 
     @property
     def spent_usd(self) -> float:
@@ -119,9 +157,10 @@ class Budget:
         r = self.worst_case(prompt_est, max_tokens)
         if not self.fits(r):
             return None
-        self.reserved_usd += r.usd
-        self.reserved_output += r.output_tokens
-        self.in_flight += 1
+        led = self._ledger
+        led.reserved_usd += r.usd
+        led.reserved_output += r.output_tokens
+        led.in_flight += 1
         return r
 
     async def reserve(self, prompt_est: int, max_tokens: int | None) -> Reservation | None:
@@ -131,18 +170,19 @@ class Budget:
             r = self.try_reserve(prompt_est, max_tokens)
             if r is not None or self.in_flight == 0:
                 return r
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            self._changed.clear()
-            await self._changed.wait()
+            led = self._ledger
+            if led.changed is None:
+                led.changed = asyncio.Event()
+            led.changed.clear()
+            await led.changed.wait()
 
     def settle(self, r: Reservation, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """The answer came: its real usage replaces the reservation (missing usage counts at the worst case)."""
         self._unreserve(r)
         prompt = r.prompt_tokens if prompt_tokens is None else prompt_tokens
         output = r.output_tokens if completion_tokens is None else completion_tokens
-        self.session_usd += prompt * self.in_price + output * self.out_price
-        self.session_output += output
+        self._ledger.session_usd += prompt * self.in_price + output * self.out_price
+        self._ledger.session_output += output
         if prompt_tokens and r.prompt_est > 0:
             ratio = prompt_tokens / r.prompt_est
             self._max_ratio = ratio if self._max_ratio is None else max(self._max_ratio, ratio)
@@ -155,16 +195,17 @@ class Budget:
         self._wake()
 
     def _unreserve(self, r: Reservation) -> None:
-        self.in_flight -= 1
-        if self.in_flight <= 0:  # exact zero again (no float drift carried over)
-            self.in_flight, self.reserved_usd, self.reserved_output = 0, 0.0, 0
+        led = self._ledger
+        led.in_flight -= 1
+        if led.in_flight <= 0:  # exact zero again (no float drift carried over)
+            led.in_flight, led.reserved_usd, led.reserved_output = 0, 0.0, 0
         else:
-            self.reserved_usd -= r.usd
-            self.reserved_output -= r.output_tokens
+            led.reserved_usd -= r.usd
+            led.reserved_output -= r.output_tokens
 
     def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
+        if self._ledger.changed is not None:
+            self._ledger.changed.set()
 
     # ------------------------------------------------------------ the message
 

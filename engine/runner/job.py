@@ -105,7 +105,8 @@ class Job:
         self.pool: Pool | None = None
         self.writer: StoreWriter | None = None
         self.interrupted: int | None = None  # signal number
-        self.budget: Budget | None = None
+        self.budget: Budget | None = None  # the last stage's view of the run's budget
+        self.budgets: dict[str, Budget] = {}  # every stage's view (one ledger)
         #: the run's stage pipes, in order; the last one writes the run's own rows
         self.pipes: list[StagePipe] = []
 
@@ -137,7 +138,7 @@ class Job:
         if not self.new_run and cfg.endpoints:
             cfg = self.cfg = kept_max_tokens(cfg, self.run_dir)
             self.max_tokens = cfg.max_tokens
-            cfg.budget.check(cfg.pricing, cfg.generation)  # a kept max_tokens of null leaves answers unbounded
+            cfg.check_budget()  # a kept max_tokens of null leaves answers unbounded
         self.stages = build_stages(cfg, self.source, self.template)
         final = self.stages[-1]
         self.store = RunStore.open(
@@ -168,7 +169,10 @@ class Job:
             elif c.rows_done_before:
                 log.warning("resuming: %d of %s rows done", c.rows_done_before, c.rows_total or "?")
             final = self.stages[-1]
-            self.budget = run_budget(final.cfg, store.manifest.get("runs") or [], self.run_dir)
+            budgets = run_budget(self.cfg, store.manifest.get("runs") or [], self.run_dir,
+                                 [(st.name, st.cfg) for st in self.stages])
+            self.budgets = budgets or {}
+            self.budget = self.budgets.get(final.name)
             store.begin_session(config=self.cfg.to_dict(), started=self.started, retry_failed=self.retry_failed,
                                 rows_total=c.rows_total)
             async with AsyncExitStack() as stack:
@@ -221,10 +225,9 @@ class Job:
             # rows ready to go while a full window is in flight
             window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in pipe.endpoints))
             recorder = Recorder(writer, pipe.counters, window, records=stage.records, keyed_by=pipe.endpoints[0])
-            last = pipe is self.pipes[-1]
             pool = pipe.pool = Pool(pipe.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)),
                                     recorder.on_done, max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause,
-                                    budget=self.budget if last else None)
+                                    budget=self.budgets.get(stage.name))
             if stage.revises:
                 guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir),
                                      on_trip=lambda e, pool=pool: None if pool.stopping else pool.stop(e))  # a stop in progress wins

@@ -30,19 +30,31 @@ def kept_max_tokens(cfg: JobConfig, run_dir: Path) -> JobConfig:
     return kept
 
 
-def run_budget(cfg: JobConfig, sessions: list[dict[str, Any]], run_dir: Path) -> Budget | None:
+def run_budget(cfg: JobConfig, sessions: list[dict[str, Any]], run_dir: Path,
+               stages: list[tuple[str, JobConfig]] | None = None) -> dict[str, Budget] | None:
     """The budget of the whole run (``budget.*``), counting what the run directory's earlier sessions spent
-    (their reports); None without a budget."""
-    b, p = cfg.budget, cfg.pricing
+    (their reports); None without a budget. ``stages``: (name, the stage's config) of each stage, the last
+    being the run's own (default: one stage, ``cfg``); every stage spends from one budget at its own prices."""
+    b = cfg.budget
     if b.max_usd is None and b.max_output_tokens is None:
         return None
-    prompt, output, unknown = earlier_spending(sessions)
+    stages = stages or [("", cfg)]
+    out: dict[str, Budget] = {}
+    shared: Budget | None = None
+    unknown = 0
+    for i, (name, scfg) in enumerate(stages):
+        last = i == len(stages) - 1
+        prompt, output, unknown = earlier_spending(sessions, None if last else name)
+        p = scfg.pricing
+        budget = Budget(default_max_tokens=scfg.max_tokens, max_usd=b.max_usd, max_output_tokens=b.max_output_tokens,
+                        input_per_million=p.input_per_million or 0.0, output_per_million=p.output_per_million or 0.0,
+                        prompt_tokens_before=prompt, output_tokens_before=output, shared=shared)
+        shared = shared or budget
+        out[name] = budget
     if unknown:
         log.warning("%d earlier session(s) of %s ended without a report (killed?): what they spent is not "
                     "counted in the budget", unknown, run_dir)
-    return Budget(default_max_tokens=cfg.max_tokens, max_usd=b.max_usd, max_output_tokens=b.max_output_tokens,
-                  input_per_million=p.input_per_million or 0.0, output_per_million=p.output_per_million or 0.0,
-                  prompt_tokens_before=prompt, output_tokens_before=output)
+    return out
 
 
 def reuse_index(cfg: JobConfig, run_dir: Path) -> ReuseIndex | None:

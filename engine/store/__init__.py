@@ -14,7 +14,8 @@ Callers use this facade, never paths::
 
 Modules: ``fs`` (the Storage seam and the one atomic-write helper), ``journal``, ``shards`` (compaction),
 ``manifest`` (manifest, fingerprint, lock), ``readers`` (supersession rules, reads only), ``rewrite``
-(superseding failures, the reparse pair rewrite), ``recovery`` (start-up repair), ``reuse`` (answers of
+(superseding failures, the reparse pair rewrite), ``recovery`` (start-up repair), ``writer`` (the
+journal writer), ``stage`` (a stage's sub-store), ``handoff`` (a stage's rows read back), ``reuse`` (answers of
 earlier runs by request key), ``facade``.
 
 The names below are imported on first use (PEP 562), so that importing ``engine.store.journal`` or
@@ -35,16 +36,18 @@ if TYPE_CHECKING:
         archive_dirs,
     )
     from engine.store.fs import LocalStorage, Storage, atomic_output, storage_error
+    from engine.store.handoff import Handoff
     from engine.store.manifest import read_manifest
     from engine.store.readers import load_results
     from engine.store.reuse import ReuseIndex, StoredAnswer
     from engine.store.shards import DATA, FAILURES
+    from engine.store.stage import StageStore, StageView
 
 _LAZY = {
     "MAX_PENDING_SEGMENTS": "facade", "JournalStats": "facade", "RunStore": "facade", "RunView": "facade",
     "StoreWriter": "facade", "archive_dirs": "facade", "ReuseIndex": "reuse", "StoredAnswer": "reuse",
     "LocalStorage": "fs", "Storage": "fs", "atomic_output": "fs", "storage_error": "fs",
-    "read_manifest": "manifest",
+    "read_manifest": "manifest", "Handoff": "handoff", "StageStore": "stage", "StageView": "stage",
     "load_results": "readers",
     "DATA": "shards", "FAILURES": "shards",
 }
@@ -66,11 +69,14 @@ __all__ = [
     "archive_dirs",
     "DATA",
     "FAILURES",
+    "Handoff",
     "MAX_PENDING_SEGMENTS",
     "JournalStats",
     "LocalStorage",
     "RunStore",
     "RunView",
+    "StageStore",
+    "StageView",
     "Storage",
     "StoreWriter",
     "atomic_output",

@@ -5,6 +5,8 @@
 * :class:`StoreWriter`: the event-loop side of a run's output: the journal (group commit) and the
   compaction of full segments into shards in one lower-priority writer thread, with backpressure.
 * :class:`RunView`: a run directory opened read-only (status, export, stats, tests).
+* :meth:`RunStore.stage` / :meth:`RunView.stage`: a multi-stage run's stage sub-stores
+  (:mod:`engine.store.stage`).
 
 Layout (``format_version`` 1)::
 
@@ -15,18 +17,16 @@ Layout (``format_version`` 1)::
     RUN/reparse-intent.json      only while a shard pair is being replaced (through the seam)
     RUN/journal/seg-NNNNN.log    finished rows not yet in shards (always local)
     RUN/run.lock                 flock of the process using the run (always local)
+    RUN/stages/<name>/           a stage's own rows (data/, failures/, journal/), e.g. the student answers
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,12 +36,11 @@ import pyarrow.compute as pc
 
 from engine import records
 from engine.core.errors import RunStateError, StorageError
-from engine.core.memory import lower_thread_priority, release_free_memory
 from engine.source import DoneSet
 from engine.store import manifest as mf
 from engine.store import readers, rewrite
 from engine.store.fs import LocalStorage, Storage, atomic_output
-from engine.store.journal import JOURNAL, Journal, count_records, list_segments
+from engine.store.journal import JOURNAL, JournalStats, count_records, list_segments
 from engine.store.recovery import Recovered, recover
 from engine.store.shards import (
     DATA,
@@ -54,11 +53,10 @@ from engine.store.shards import (
     shard_names,
     shard_number,
 )
+from engine.store.stage import StageStore, StageView, compact_stage_leftovers, stage_stores
+from engine.store.writer import MAX_PENDING_SEGMENTS, StoreWriter
 
 log = logging.getLogger("clair")
-
-#: full journal segments allowed to wait for the shard writer before new rows wait too
-MAX_PENDING_SEGMENTS = 2
 
 __all__ = ["MAX_PENDING_SEGMENTS", "JournalStats", "RunStore", "RunView", "StoreWriter", "atomic_output"]
 
@@ -97,9 +95,12 @@ class RunStore:
         journal_dir = run / JOURNAL
         fp_hash = mf.fingerprint_hash(fingerprint)
         manifest = mf.load(st)
-        if manifest is not None and not has_rows(st, journal_dir):
+        # the run's own rows and its stages' (a run whose first stage holds answers is not empty)
+        stores = [(st, journal_dir), *stage_stores(run, st)] if manifest is not None else []
+        if manifest is not None and not any(has_rows(s, j) for s, j in stores):
             manifest = None  # nothing was answered yet: nothing to mix, start afresh
-        if manifest is not None and manifest.get("fingerprint_hash") != fp_hash and not _answered(st, journal_dir):
+        if (manifest is not None and manifest.get("fingerprint_hash") != fp_hash
+                and not any(_answered(s, j) for s, j in stores)):
             # only rows that were never sent (invalid input, e.g. a wrong column mapping): nothing was
             # paid, so the corrected job starts afresh (the old rows are archived, not mixed)
             log.warning("%s holds no answer yet (only rows that were never sent); starting afresh", run)
@@ -183,6 +184,14 @@ class RunStore:
         journal_dir = self.dir / JOURNAL
         return StoreWriter(journal_dir, self._shards, first_segment=next_segment_number(self.storage, journal_dir),
                            rows_per_segment=rows_per_segment, fsync_interval_s=fsync_interval_s)
+
+    def stage(self, name: str, *, data_schema: pa.Schema, failure_schema: pa.Schema) -> StageStore:
+        """Stage ``name``'s sub-store ``RUN/stages/<name>/`` (e.g. the generate stage's answers), opened under
+        the run's lock and recovered (staged files dropped, leftover journal segments compacted into its
+        shards), keeping the columns its shards already have."""
+        if self._shards is None:
+            raise RuntimeError("RunStore.stage needs a store opened with RunStore.open")
+        return StageStore.open(self.dir, self.storage, name, data_schema=data_schema, failure_schema=failure_schema)
 
     def supersede_failures(self) -> int:
         """Drop failure rows superseded by data rows or newer failures (after ``--retry-failed``); returns
@@ -277,9 +286,9 @@ def archive_dirs(run: Path) -> list[Path]:
 
 
 def _archive(run: Path, data: pa.Schema, failures: pa.Schema) -> Path:
-    """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it. Its journal is
-    compacted into shards first (a run killed before its last segment became a shard): the archive then
-    holds every answer it was paid for, where answer reuse finds them."""
+    """Move a run directory aside to ``RUN.old-TIMESTAMP``, holding its lock while doing it. Its journals
+    (the run's and its stages') are compacted into shards first (a run killed before its last segment
+    became a shard): the archive then holds every answer it was paid for, where answer reuse finds them."""
     archived = run.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     n = 1
     while archived.exists():  # two archives within one second
@@ -291,6 +300,7 @@ def _archive(run: Path, data: pa.Schema, failures: pa.Schema) -> Path:
         st = LocalStorage(run)
         if mf.load(st) is not None:
             recover(st, run / JOURNAL, ShardWriter(st, *_run_schemas(st, data, failures)))
+            compact_stage_leftovers(run, st)
         shutil.move(str(run), str(archived))
     except OSError as e:
         raise StorageError(f"cannot archive {run} to {archived} ({e.strerror or e}); move it away by hand") from None
@@ -298,115 +308,6 @@ def _archive(run: Path, data: pa.Schema, failures: pa.Schema) -> Path:
         lock.release()
     log.warning("archived the previous run to %s", archived)
     return archived
-
-
-class StoreWriter:
-    """The event-loop side of a run's output: :meth:`append` journals finished rows; :meth:`run` fsyncs in
-    group commits and turns full segments into shards in one writer thread at lower CPU priority.
-
-    Backpressure: ``ready`` is set while fewer than :data:`MAX_PENDING_SEGMENTS` full segments wait for
-    compaction; producers wait for it (:meth:`wait_ready`) so a CPU-bound run cannot pile segments up."""
-
-    def __init__(self, journal_dir: Path, shards: ShardWriter, *, first_segment: int, rows_per_segment: int,
-                 fsync_interval_s: float):
-        self.journal = Journal(journal_dir, first_segment=first_segment, rows_per_segment=rows_per_segment,
-                               fsync_interval_s=fsync_interval_s, on_full=self._segment_full)
-        self.shards = shards
-        self.ready = asyncio.Event()
-        self.ready.set()
-        self.waits = 0
-        self.segments_pending = 0
-        self._queue: asyncio.Queue[Path | None] = asyncio.Queue()  # bounded in effect by ``ready``
-        self._closed = False
-
-    # stats for the report
-    @property
-    def records_total(self) -> int:
-        return self.journal.records_total
-
-    @property
-    def bytes_total(self) -> int:
-        return self.journal.bytes_total
-
-    @property
-    def shards_written(self) -> int:
-        return self.shards.shards_written
-
-    def append(self, recs: list[dict[str, Any]]) -> None:
-        """Hand finished rows to the OS now (one ``os.write`` per batch; survives kill -9). StorageError
-        when the journal cannot be written."""
-        self.journal.append_many(recs)
-
-    async def wait_ready(self) -> None:
-        """Wait while the shard writer is behind (counted in ``waits``)."""
-        if self.ready.is_set():
-            return
-        if not self.waits:
-            log.info("the shard writer is behind; new requests wait until it catches up")
-        self.waits += 1
-        await self.ready.wait()
-
-    async def run(self) -> None:
-        """Group commits and compaction until :meth:`close` and the last segment is a shard. A failed
-        compaction (or fsync) raises StorageError, and ``ready`` is set so that nobody waits forever."""
-        loop = asyncio.get_running_loop()
-        # the fsyncs run in the default executor, not behind a compaction in the writer thread: a
-        # 10 000-row compaction takes about a second, the group-commit window is 50 ms
-        committer = asyncio.create_task(self.journal.commit_loop(), name="journal-commit")
-        try:
-            # one writer thread owns the shard files; it runs at a lower CPU priority than the event loop
-            # (compaction only has to keep up on average; the loop's latency is the throughput)
-            with ThreadPoolExecutor(1, thread_name_prefix="clair-writer", initializer=lower_thread_priority) as pool:
-                while (segment := await self._queue.get()) is not None:
-                    try:
-                        await loop.run_in_executor(pool, self._compact, segment)
-                    except StorageError:
-                        raise
-                    except Exception as e:  # not an OSError (those are StorageErrors): a bug or a bad segment
-                        raise StorageError(
-                            f"cannot turn journal segment {segment} into shards ({e}); "
-                            "run the same command again to resume"
-                        ) from e
-                    self._segment_written()
-            if self.journal.error is not None:
-                raise self.journal.error
-        finally:
-            self.ready.set()  # nothing may wait for a writer that has stopped
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-
-    def close(self) -> None:
-        """fsync and close the journal; its open segment goes to compaction like a full one (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.journal.close()
-        finally:
-            self._queue.put_nowait(None)
-
-    def _compact(self, segment: Path) -> None:
-        self.shards.compact(segment)
-        release_free_memory()  # the compaction's buffers, back to the OS (flat memory on long runs)
-
-    def _segment_full(self, path: Path, seg: int) -> None:
-        self.segments_pending += 1
-        if self.segments_pending >= MAX_PENDING_SEGMENTS:
-            self.ready.clear()
-        self._queue.put_nowait(path)
-
-    def _segment_written(self) -> None:
-        self.segments_pending -= 1
-        if self.segments_pending < MAX_PENDING_SEGMENTS:
-            self.ready.set()
-
-
-@dataclass(frozen=True, slots=True)
-class JournalStats:
-    segments: int
-    rows: int  # intact records (what a resume keeps)
-    bytes: int
 
 
 class RunView:
@@ -484,3 +385,9 @@ class RunView:
         current; for current failure rows use :meth:`current_failures`)."""
         for name in self.shards(kind):
             yield from readers.iter_batches(self.storage, name, columns, batch_rows)
+
+    # ---- a multi-stage run's stages
+
+    def stage(self, name: str) -> StageView | None:
+        """Stage ``name``'s sub-store read-only; None when the run has no such stage."""
+        return StageView.open(self.dir, self.storage, name)

@@ -223,3 +223,59 @@ class LocalStorage:
 def as_storage(where: Storage | Path) -> Storage:
     """A Storage for a run; a plain path is the local run directory there."""
     return LocalStorage(where) if isinstance(where, Path) else where
+
+
+class SubStorage:
+    """The files of one folder of another :class:`Storage` (e.g. a stage's ``stages/generate/``), by names
+    relative to that folder. Staging, recovery's scans and listings' refresh are the parent's (one local
+    staging area per run)."""
+
+    def __init__(self, parent: Storage, folder: str):
+        self.parent = parent
+        self.prefix = folder.strip("/") + "/"
+        self.where = f"{parent.where}/{folder.strip('/')}"
+
+    def _name(self, name: str) -> str:
+        return self.prefix + name if name else self.prefix.rstrip("/")
+
+    def exists(self, name: str) -> bool:
+        return self.parent.exists(self._name(name))
+
+    def list(self, folder: str) -> list[str]:
+        n = len(self.prefix)
+        return [name[n:] for name in self.parent.list(self._name(folder)) if name.startswith(self.prefix)]
+
+    def read_bytes(self, name: str) -> bytes:
+        return self.parent.read_bytes(self._name(name))
+
+    def open_input(self, name: str) -> pa.NativeFile:
+        return self.parent.open_input(self._name(name))
+
+    def mtime(self, name: str) -> float | None:
+        return self.parent.mtime(self._name(name))
+
+    def local_temp(self, name: str) -> Path:
+        return self.parent.local_temp(self._name(name))
+
+    def commit(self, local_tmp: Path, name: str) -> None:
+        self.parent.commit(local_tmp, self._name(name))
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        self.parent.write_atomic(self._name(name), data)
+
+    def delete(self, name: str) -> None:
+        self.parent.delete(self._name(name))
+
+    def discard_staged(self) -> int:
+        return self.parent.discard_staged()
+
+    def refresh(self) -> None:
+        self.parent.refresh()
+
+
+def sub_storage(storage: Storage, folder: str) -> Storage:
+    """A Storage for the files under ``folder`` of ``storage``: a local run's is the local folder itself (its
+    own staged files dropped by its own recovery); any other's, a :class:`SubStorage` view."""
+    if isinstance(storage, LocalStorage):
+        return LocalStorage(storage.root / folder)
+    return SubStorage(storage, folder)

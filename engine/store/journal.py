@@ -22,6 +22,7 @@ import errno
 import os
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ import orjson
 from engine.core.errors import StorageError
 from engine.store.fs import fsync, storage_error
 
-__all__ = ["Journal", "count_records", "delete_segment", "encode_record", "iter_segment_payloads",
-           "list_segments", "read_segment", "segment_number", "segment_path"]
+__all__ = ["Journal", "JournalStats", "count_records", "delete_segment", "encode_record", "iter_segment_payloads",
+           "line_payload", "list_segments", "read_segment", "segment_number", "segment_path"]
 
 SEGMENT_GLOB = "seg-*.log"
 JOURNAL = "journal"
@@ -102,17 +103,21 @@ def _iter_lines(path: Path) -> Iterator[bytes | None]:
     the JSON itself is not parsed (a line with a good checksum holds what ``encode_record`` wrote)."""
     with path.open("rb", buffering=_READ_BUFFER) as fh:
         for line in fh:
-            if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
-                yield None  # torn tail or garbage
-                continue
-            payload = line[9:-1]
-            try:
-                crc = int(line[:8], 16)
-            except ValueError:
-                yield None
-                continue
-            yield payload if zlib.crc32(payload) == crc else None
+            yield line_payload(line)
 
+
+def line_payload(line: bytes) -> bytes | None:
+    """One journal line's payload (``line`` ends with its newline), or None when it is torn or garbled
+    (no newline, bad framing) or its checksum does not match: THE rule of :func:`_iter_lines`, also used
+    by readers that tail a segment while it is written (:mod:`engine.store.handoff`)."""
+    if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
+        return None  # torn tail or garbage
+    payload = line[9:-1]
+    try:
+        crc = int(line[:8], 16)
+    except ValueError:
+        return None
+    return payload if zlib.crc32(payload) == crc else None
 
 
 class Journal:
@@ -226,3 +231,10 @@ class Journal:
             with contextlib.suppress(OSError):
                 segment_path(self.dir, self.seg_no).unlink()
             self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    segments: int
+    rows: int  # intact records (what a resume keeps)
+    bytes: int

@@ -59,12 +59,12 @@ def shard_schema(where: Where, name: str) -> pa.Schema:
         raise _unreadable(st, name, e) from None
 
 
-def iter_batches(where: Where, name: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """A shard's record batches, only ``columns``; a shard without one of them is refused."""
+def iter_batches(where: Where, name: str, columns: list[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """A shard's record batches, only ``columns`` (None: all); a shard without one of them is refused."""
     st = as_storage(where)
     try:
         with st.open_input(name) as src, pq.ParquetFile(src) as pf:
-            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            missing = [c for c in columns or [] if c not in pf.schema_arrow.names]
             if missing:
                 raise RunStateError(
                     f"shard {st.where}/{name} lacks column(s) {', '.join(missing)}; it was not written by this "
@@ -93,18 +93,25 @@ def _concat_ids(cols: list[pa.ChunkedArray]) -> pa.Array | None:
     return pa.concat_arrays([c.combine_chunks() for c in cols])
 
 
-def data_ids(where: Where) -> pa.Array | None:
-    """Every row_id in data/ (duplicates kept), None when there is no data shard."""
-    st = as_storage(where)
-    return _concat_ids([read_table(st, n, ["row_id"]).column("row_id") for n in shard_names(st, DATA)])
+def _names(st: Storage, kind: str, below: int | None) -> list[str]:
+    names = shard_names(st, kind)
+    return names if below is None else [n for n in names if shard_number(n) < below]
 
 
-def superseded(where: Where) -> Iterator[tuple[str, np.ndarray]]:
-    """(failure shard, keep-mask of its rows), newest shard first: the supersession rules, applied."""
+def data_ids(where: Where, *, below: int | None = None) -> pa.Array | None:
+    """Every row_id in data/ (duplicates kept), None when there is no data shard. ``below``: only the shards
+    numbered below it."""
     st = as_storage(where)
-    done = data_ids(st)
+    return _concat_ids([read_table(st, n, ["row_id"]).column("row_id") for n in _names(st, DATA, below)])
+
+
+def superseded(where: Where, *, below: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(failure shard, keep-mask of its rows), newest shard first: the supersession rules, applied.
+    ``below``: the rules applied to the shards numbered below it only (the others are not there)."""
+    st = as_storage(where)
+    done = data_ids(st, below=below)
     seen: set[Any] = set(done.to_pylist()) if done is not None else set()
-    for name in sorted(shard_names(st, FAILURES), key=shard_number, reverse=True):
+    for name in sorted(_names(st, FAILURES, below), key=shard_number, reverse=True):
         ids = read_table(st, name, ["row_id"]).column("row_id").to_pylist()
         keep = np.fromiter((rid not in seen for rid in ids), dtype=bool, count=len(ids))
         seen.update(ids)

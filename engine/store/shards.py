@@ -98,6 +98,8 @@ class ShardWriter:
         self.schemas = {DATA: data, FAILURES: failures}
         self.shards_written = 0
         self._json_schema = _json_schema(data, failures)
+        #: the minimality metrics, only for rows that have a revision (a generate stage's rows have none)
+        self._metrics = "revision" in data.names
 
     def compact(self, segment: Path) -> dict[str, int]:
         """Segment → shards (committed), then delete the segment. Returns rows written per kind."""
@@ -125,9 +127,12 @@ class ShardWriter:
 
     def _split(self, table: pa.Table) -> dict[str, pa.Table]:
         """Parsed rows → data and failure rows, each with exactly its shard's columns and types; data
-        rows get their minimality metrics here (Arrow kernels, off the event loop)."""
+        rows get their minimality metrics here when they have a revision (Arrow kernels, off the event loop)."""
         failed = table.column("error_kind").is_valid()
-        parts = {DATA: _with_metrics(table.filter(pc.invert(failed))), FAILURES: table.filter(failed)}
+        data = table.filter(pc.invert(failed))
+        if self._metrics:
+            data = _with_metrics(data)
+        parts = {DATA: data, FAILURES: table.filter(failed)}
         return {k: t.select(self.schemas[k].names).cast(self.schemas[k]) for k, t in parts.items()}
 
     def compact_leftovers(self, journal_dir: Path) -> int:

@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     scale_rows = 2000 if args.quick else args.rows_scale
     two_stage = dataclasses.replace(TWO_STAGE, rows=2000) if args.quick else TWO_STAGE
-    input_path, _ = ensure_data(max(scale_rows + resume_startup.LEFT, two_stage.rows), out / "data", log=log)
+    need = [two_stage.rows] if TWO_STAGE_NAME in only else []
+    if set(only) - {TWO_STAGE_NAME, "max_tokens_auto"}:
+        need.append(scale_rows + resume_startup.LEFT)
+    input_path, _ = ensure_data(max(need or [1]), out / "data", log=log)
     results: dict[str, Any] = {}
     prev = out / "results.json"
     if prev.exists() and set(only) != {*ORDER, *EXTRA}:

@@ -1,18 +1,20 @@
 """Run every benchmark and regenerate benchmarks/RESULTS.md (``make bench``).
 
 Order: ``latency``, ``lognormal``, ``ratelimited``, ``faults``, ``scale`` (1,000,000 rows, its run kept),
-then ``resume_startup.py`` on the kept ``scale`` run (1,000,000 done rows), then ``max_tokens_auto.py``
+then ``two-stage`` (issue 16: a student answers, a teacher revises, streamed; two mocks at 6,000 and 4,000
+requests/min, 32,000 rows, then the generate stage alone for its CPU share: ~14 min), then
+``resume_startup.py`` on the kept ``scale`` run (1,000,000 done rows), then ``max_tokens_auto.py``
 (issue 15: ``generation.max_tokens: auto`` versus a fixed 4096, ~2.5 min). Every scenario reads the same
 cached input (1,001,000 generated rows, made once under benchmarks/out/data; a scenario reads only its
 own row count, and the last 1,000 rows are what the resume benchmark has left to do).
 
 Figures go to benchmarks/out/results.json and into RESULTS.md between the GENERATED markers; the rest of
-RESULTS.md (profiling notes) is kept as written. About 25 minutes on 2 cores.
+RESULTS.md (profiling notes) is kept as written. About 40 minutes on 2 cores.
 
     python benchmarks/run_all.py [--only latency,faults] [--rows-scale N] [--quick] [--no-md]
 
 ``--quick`` runs every preset at 2,000 rows (``ratelimited``: 400 rows, a 30 s window; ``max_tokens_auto``:
-100 rows): a smoke run; RESULTS.md is not touched.
+100 rows; ``two-stage``: 2,000 rows, ~1 min): a smoke run; RESULTS.md is not touched.
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ import resume_startup  # noqa: E402
 from engine.tools.bench.data import ensure_data  # noqa: E402
 from engine.tools.bench.presets import PRESETS  # noqa: E402
 from engine.tools.bench.probe import machine_info  # noqa: E402
-from engine.tools.bench.report import fault_summary, format_result, rate_limit_summary  # noqa: E402
+from engine.tools.bench.report import fault_summary, format_result, format_two_stage, rate_limit_summary  # noqa: E402
 from engine.tools.bench.results import TARGETS  # noqa: E402
 from engine.tools.bench.run import OUT_DIR, run_scenario  # noqa: E402
+from engine.tools.bench.twostage import TWO_STAGE, TWO_STAGE_NAME, TWO_STAGE_TARGETS  # noqa: E402
+from engine.tools.bench.twostage_run import run_two_stage  # noqa: E402
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 BEGIN, END = "<!-- BEGIN GENERATED (benchmarks/run_all.py) -->", "<!-- END GENERATED -->"
 ORDER = ("latency", "lognormal", "ratelimited", "faults", "scale")
 #: runs besides the scenarios, after them
-EXTRA = ("resume", "max_tokens_auto")
+EXTRA = (TWO_STAGE_NAME, "resume", "max_tokens_auto")
 
 
 def log(msg: str) -> None:
@@ -55,7 +59,7 @@ def log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join((*ORDER, *EXTRA)),
-                    help="comma-separated: scenarios, resume and/or max_tokens_auto")
+                    help="comma-separated: scenarios, two-stage, resume and/or max_tokens_auto")
     ap.add_argument("--rows-scale", type=int, default=PRESETS["scale"].rows)
     ap.add_argument("--quick", action="store_true", help="every preset at 2,000 rows; RESULTS.md untouched")
     ap.add_argument("--no-md", action="store_true", help="do not rewrite RESULTS.md")
@@ -67,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     out = OUT_DIR
     t_all = time.perf_counter()
     scale_rows = 2000 if args.quick else args.rows_scale
-    input_path, _ = ensure_data(scale_rows + resume_startup.LEFT, out / "data", log=log)
+    two_stage = dataclasses.replace(TWO_STAGE, rows=2000) if args.quick else TWO_STAGE
+    need = [two_stage.rows] if TWO_STAGE_NAME in only else []
+    if set(only) - {TWO_STAGE_NAME, "max_tokens_auto"}:
+        need.append(scale_rows + resume_startup.LEFT)
+    input_path, _ = ensure_data(max(need or [1]), out / "data", log=log)
     results: dict[str, Any] = {}
     prev = out / "results.json"
     if prev.exists() and set(only) != {*ORDER, *EXTRA}:
@@ -88,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         print(format_result(res), flush=True)
         (out / f"{name}.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")
         results[name] = res
+    if TWO_STAGE_NAME in only:
+        t0 = time.perf_counter()
+        cmd = f"python benchmarks/run_all.py (clair bench --scenario {TWO_STAGE_NAME}" + (
+            f" --rows {two_stage.rows})" if two_stage.rows != TWO_STAGE.rows else ")")
+        res = run_two_stage(two_stage, out_dir=out, input_path=input_path, command=cmd, log=log)
+        res["bench_s"] = round(time.perf_counter() - t0, 1)
+        print(format_two_stage(res), flush=True)
+        (out / f"{TWO_STAGE_NAME}.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2) + b"\n")
+        results[TWO_STAGE_NAME] = res
     if "resume" in only:
         work = out / "runs" / "scale"
         if not (work / "run" / "manifest.json").exists():
@@ -215,6 +232,9 @@ def render(results: dict[str, Any]) -> str:
                      f"| {_ok(rl['targets'].get('rpm_fraction>=0.90'))} |")
         lines.append(f"| `ratelimited`: 429 share < 5% | {_pct(rl['share_429'])} of all answers "
                      f"| {_ok(rl['targets'].get('429_share<0.05'))} |")
+    ts = results.get(TWO_STAGE_NAME)
+    if ts:
+        lines += _two_stage_targets(ts)
     rs = results.get("resume")
     if rs:
         worst = max(rs["nothing_left"]["exit_s"], (rs.get("rows_left") or {}).get("first_request_s") or 0.0)
@@ -224,6 +244,8 @@ def render(results: dict[str, Any]) -> str:
         r = results.get(name)
         if r:
             lines += _details(name, r)
+    if ts:
+        lines += _two_stage_details(ts)
     if rs:
         lines += _resume_details(rs)
     if results.get("max_tokens_auto"):
@@ -263,6 +285,60 @@ def _details(name: str, r: dict[str, Any]) -> list[str]:
         out.append(f"- {faults}")
     if (rate := rate_limit_summary(r)) is not None:
         out.append(f"- rate limit: {rate}")
+    out.append("")
+    return out
+
+
+def _two_stage_targets(r: dict[str, Any]) -> list[str]:
+    t, e, split = r["targets"], r["engine"], r.get("cpu_split")
+    out = [f"| `two-stage`: makespan <= {TWO_STAGE_TARGETS['ratio_to_ideal']:.2f} x the overlapped ideal "
+           f"({r['rows']:,} rows) | {_f(r['makespan_s'])} s = {_f(r['ratio_to_ideal'], '.3f')} x {_f(r['ideal_s'])} s "
+           f"(sequential would be {_f(r['sequential_s'])} s) | {_ok(t.get('makespan<=1.10*ideal'))} |"]
+    if split:
+        for stage in ("generate", "revise"):
+            out.append(f"| `two-stage`: CPU <= 1.0 ms/row, {stage} stage | {_f(split[f'{stage}_ms_per_row'], '.3f')} ms "
+                       f"| {_ok(t.get(f'cpu_ms_per_row_{stage}<=1.0'))} |")
+    else:
+        out.append(f"| `two-stage`: CPU <= 2 x 1.0 ms/row, both stages (not split) | {_f(e['cpu_ms_per_row'], '.3f')} ms "
+                   f"| {_ok(t.get('cpu_ms_per_row_total<=2.0'))} |")
+    out.append(f"| peak RSS <= 250 MB (`two-stage`, {r['rows']:,} rows) | {_f(e['peak_rss_mb'], '.0f')} MB "
+               f"| {_ok(t.get('peak_rss_mb<=250'))} |")
+    return out
+
+
+def _two_stage_details(r: dict[str, Any]) -> list[str]:
+    p, e, split = r["params"], r["engine"], r.get("cpu_split")
+    out = [f"### `two-stage` — {r.get('description') or ''}", "",
+           f"Command: `{r['command']}`; {r['date']}; engine at {r.get('git', '?')}; bench wall {r.get('bench_s', '?')} s. "
+           f"Two mock processes (one rate-limit bucket each); the engine is "
+           f"{'told' if p['tell_engine_rpm'] else 'not told'} the limits (`requests_per_minute`). "
+           f"Student answers {p['student_tokens']} tokens (~{p['student_tokens'] * 4 / 1000:.1f} KB); latency "
+           f"{p['latency_dist']} (sigma {p['latency_sigma']}).", "",
+           f"- makespan {_f(r['makespan_s'])} s (first student request to last teacher answer; engine process "
+           f"{_f(r['process_wall_s'])} s with start-up); overlapped ideal {_f(r['ideal_s'])} s (bound by the "
+           f"{r['bound_by']} stage), sequential {_f(r['sequential_s'])} s; ratio {_f(r['ratio_to_ideal'], '.3f')} "
+           f"of the ideal, {_f(r['ratio_to_sequential'], '.3f')} of the sequential; stages overlapped "
+           f"{_f(r['overlap_s'])} s; peak hand-off backlog {_f(r['handoff_backlog_peak'], ',')} rows",
+           "",
+           "| stage | model | rpm | rows | failed | requests | retries | 429 share | window s | rows/s | limit rows/s "
+           "| request p50 / p99 s | mock CPU s |",
+           "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for name in ("generate", "revise"):
+        s = r["stages"][name]
+        lat = s["latency_request"]
+        out.append(f"| {name} | {s['model']} | {s['rpm']:,} | {_f(s['rows_done'], ',')} | {s['rows_failed'] or '–'} "
+                   f"| {_f(s['requests'], ',')} | {_f(s['retries'], ',')} | {_pct(s['share_429'])} | {_f(s['window_s'])} "
+                   f"| {_f(s['rows_per_s'])} | {_f(s['limit_rows_per_s'])} | {_f(lat['p50_s'], '.2f')} / "
+                   f"{_f(lat['p99_s'], '.2f')} | {_f(s['mock']['cpu_s'])} |")
+    out.append("")
+    cpu = (f"- engine: {_f(e['cpu_s'])} s CPU (user {_f(e['cpu_user_s'])}, system {_f(e['cpu_system_s'])}) = "
+           f"{_f(e['cpu_ms_per_row'], '.3f')} ms per input row for both stages")
+    if split:
+        cpu += (f"; split by running the generate stage alone ({_f(split['generate_only_cpu_s'])} s CPU, "
+                f"{_f(split['generate_only_wall_s'])} s): generate {_f(split['generate_ms_per_row'], '.3f')} ms/row, "
+                f"revise {_f(split['revise_ms_per_row'], '.3f')} ms/row (the rest)")
+    out.append(cpu + f"; peak RSS {_f(e['peak_rss_mb'], '.0f')} MB (RSS at 10/50/90% of the revisions: "
+               + ("/".join(f"{v:.0f}" for v in e["rss_mb_at_progress"].values()) or "–") + " MB)")
     out.append("")
     return out
 

@@ -37,6 +37,10 @@ Definitions (the numbers ``clair bench`` prints)
   Time-to-first-byte is ``null``: the engine sends ``stream: false``, so there is no first token
   to time.
 
+The ``two-stage`` scenario (issue 16: a student model answers, a teacher revises, streamed; two mock
+processes) has its own definitions (makespan, the overlapped ideal, CPU per stage): ``twostage``
+(preset, jobs, figures) and ``twostage_run`` (its processes).
+
 Modules, one job each: ``presets`` (scenarios), ``data`` (the cached input), ``run`` (the child
 processes and the sampling loop), ``probe`` (/proc and the machine), ``mockstats`` (the mock's
 counters), ``samples`` (the sampled series), ``limits`` (the theoretical limits), ``results`` (one
@@ -52,16 +56,26 @@ from engine.tools.bench.limits import achieved_fraction, fault_adjusted_limit, p
 from engine.tools.bench.mockstats import MockStats
 from engine.tools.bench.presets import FAULT_MIX, PRESETS, Scenario
 from engine.tools.bench.probe import machine_info, proc_hwm_mb
-from engine.tools.bench.report import fault_summary, format_result, rate_limit_summary
+from engine.tools.bench.report import fault_summary, format_result, format_two_stage, rate_limit_summary
 from engine.tools.bench.results import TARGETS, rate_window, summarize
 from engine.tools.bench.run import OUT_DIR, run_scenario
 from engine.tools.bench.samples import Sample, steady_window
+from engine.tools.bench.twostage import (
+    TWO_STAGE,
+    TwoStage,
+    ideal_makespan,
+    sequential_makespan,
+    summarize_two_stage,
+)
+from engine.tools.bench.twostage_run import run_two_stage
 
 __all__ = [
     "FAULT_MIX",
     "OUT_DIR",
     "PRESETS",
     "TARGETS",
+    "TWO_STAGE",
+    "TwoStage",
     "MockStats",
     "Sample",
     "Scenario",
@@ -71,13 +85,18 @@ __all__ = [
     "fault_adjusted_limit",
     "fault_summary",
     "format_result",
+    "format_two_stage",
+    "ideal_makespan",
     "machine_info",
     "per_thousand",
     "proc_hwm_mb",
     "rate_limit_summary",
     "rate_window",
     "run_scenario",
+    "run_two_stage",
+    "sequential_makespan",
     "steady_window",
     "summarize",
+    "summarize_two_stage",
     "theoretical_limit",
 ]

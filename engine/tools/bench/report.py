@@ -2,14 +2,14 @@
 
 ``format_result`` renders a ``summarize`` result for the terminal; ``fault_summary`` and
 ``rate_limit_summary`` are the fault-adjusted limit and requests/min sentences (None when the
-scenario has none). Pure.
+scenario has none); ``format_two_stage`` renders the ``two-stage`` scenario. Pure.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fault_summary", "format_result", "rate_limit_summary"]
+__all__ = ["fault_summary", "format_result", "format_two_stage", "rate_limit_summary"]
 
 
 def _f(x: Any, spec: str = ".1f", unit: str = "") -> str:
@@ -75,3 +75,39 @@ def format_result(res: dict[str, Any]) -> str:
         lines.append("  targets        " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in res["targets"].items()))
     return "\n".join(lines)
 
+
+
+def format_two_stage(res: dict[str, Any]) -> str:
+    """The ``two-stage`` scenario's lines (a ``summarize_two_stage`` result)."""
+    e, st, split = res["engine"], res["stages"], res.get("cpu_split")
+    lines = [
+        f"scenario {res['scenario']}: {res['rows']:,} rows; generate {_f(st['generate']['rows_done'], ',')} rows, "
+        f"revise {_f(st['revise']['rows_done'], ',')} rows",
+        f"  makespan       {_f(res['makespan_s'])}s (first student request to last teacher answer; engine wall incl. "
+        f"start-up {_f(res['process_wall_s'])}s)",
+        f"  ideal          {_f(res['ideal_s'])}s overlapped (N / min(r1, r2) + one latency per stage, bound by "
+        f"{res['bound_by']}); sequential {_f(res['sequential_s'])}s",
+        f"  ratio          {_f(res['ratio_to_ideal'], '.3f')} of the ideal, {_f(res['ratio_to_sequential'], '.3f')} of "
+        f"the sequential; stages overlapped {_f(res['overlap_s'])}s; hand-off backlog peak "
+        f"{_f(res['handoff_backlog_peak'], ',')} rows",
+    ]
+    for name in ("generate", "revise"):
+        s = st[name]
+        req = s["latency_request"]
+        lines.append(
+            f"  {name:<14} {_f(s['rows_per_s'])} rows/s over {_f(s['window_s'])}s (limit {_f(s['limit_rows_per_s'])}, "
+            f"{s['rpm']} rpm); requests {_f(s['requests'], ',')}, retries {_f(s['retries'], ',')}, 429 share "
+            f"{_pct(s['share_429'])}; failed {s['rows_failed'] or {}}; request p50/p99 {_f(req['p50_s'], '.2f')}/"
+            f"{_f(req['p99_s'], '.2f')}s; mock CPU {_f(s['mock']['cpu_s'])}s")
+    cpu = (f"  engine CPU     {_f(e['cpu_s'])}s = {_f(e['cpu_ms_per_row'], '.3f')} ms per input row for both stages")
+    if split:
+        cpu += (f"; generate {_f(split['generate_ms_per_row'], '.3f')} ms/row (the stage run alone: "
+                f"{_f(split['generate_only_cpu_s'])}s), revise {_f(split['revise_ms_per_row'], '.3f')} ms/row (the rest)")
+    else:
+        cpu += f" ({_f(e['cpu_ms_per_row_per_stage_mean'], '.3f')} per stage on average; not split)"
+    lines.append(cpu)
+    lines.append(f"  engine memory  peak RSS {_f(e['peak_rss_mb'])} MB; RSS at 10/50/90% of revisions: "
+                 + ", ".join(f"{v:.0f}" for v in e["rss_mb_at_progress"].values()) + " MB")
+    if res["targets"]:
+        lines.append("  targets        " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in res["targets"].items()))
+    return "\n".join(lines)

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--plain", action="store_true", help="[-deleted-] {+inserted+} markers even on a terminal")
 
     b = sub.add_parser("bench", help="measure throughput against the bundled mock endpoint")
-    b.add_argument("--scenario", default="latency", help="latency | lognormal | ratelimited | faults | scale")
+    b.add_argument("--scenario", default="latency", help="latency | lognormal | ratelimited | faults | scale | two-stage")
     b.add_argument("--rows", type=int, default=None, help="override the scenario's row count")
     b.add_argument("--concurrency", type=int, default=None, help="override the scenario's in-flight limit")
     b.add_argument("--latency-ms", type=float, default=None, help="override the mock's mean latency")

@@ -263,8 +263,14 @@ class Pool:
         max_pause_s: float | None = None,
         on_pause: OnPause | None = None,
         budget: Budget | None = None,
+        ready_rows: int | None = None,
     ):
         self.endpoints = endpoints
+        #: at most this many submitted rows wait for an endpoint (None: no bound); ``room`` is cleared at the
+        #: bound and set again once half of them were taken, so a producer refills in bursts
+        self.ready_rows = ready_rows
+        self.room = asyncio.Event()
+        self.room.set()
         #: the run's spending budget: one more permit, shared by every endpoint (None: no budget)
         self.budget = budget
         self.client = client
@@ -297,6 +303,8 @@ class Pool:
     def submit(self, item: WorkItem) -> None:
         self.outstanding += 1
         self.queue.put_nowait((_NEW, next(self._seq), item))
+        if self.ready_rows is not None and self.queue.qsize() >= self.ready_rows:
+            self.room.clear()
 
     def finish_input(self) -> None:
         self.input_done = True
@@ -309,6 +317,7 @@ class Pool:
         if self.stopping:
             return
         self.stopping = True
+        self.room.set()  # a producer waiting for room sees the stop
         for h in self.timers:
             h.cancel()
         self.timers.clear()
@@ -422,6 +431,8 @@ class Pool:
                 await ep.rpm.acquire()  # before taking a row, so another endpoint may send it meanwhile
                 _, _, item = await self.queue.get()
                 ep.rpm.restamp()
+                if not self.room.is_set() and self.queue.qsize() <= (self.ready_rows or 0) // 2:
+                    self.room.set()
             except BaseException:
                 ep.breaker.release()
                 ep.gate.release()

@@ -588,3 +588,32 @@ def test_stop_keeps_the_first_error() -> None:
 
     pool = run(main())
     assert pool.stopping and pool.stopped.is_set()
+
+
+def test_ready_rows_bound_what_waits_for_an_endpoint_and_refill_in_bursts() -> None:
+    """With ``ready_rows`` the pool's room closes once that many rows wait for an endpoint, and opens
+    again when half of them were taken: a producer that waits for room keeps at most that many rows
+    (with their prompts) queued, whatever max_concurrency is."""
+    async def main() -> None:
+        transport = Recorder(latency(1.0))
+        done = Done()
+        pool = Pool([endpoint("a", max_concurrency=2)], transport, NO_WAIT, done, seed=7, ready_rows=8)
+        queued: list[int] = []
+
+        async def produce() -> None:
+            for i in range(60):
+                if not pool.room.is_set():
+                    await pool.room.wait()
+                pool.submit(item(i))
+                queued.append(pool.queue.qsize())
+            pool.finish_input()
+
+        await asyncio.gather(produce(), pool.run())
+        assert done.ids() == Counter(range(60))
+        assert max(queued) == 8  # never more than ready_rows wait
+        assert queued[:8] == list(range(1, 9))
+        refills = [q for a, q in zip(queued, queued[1:], strict=False) if q > a and a <= 4]
+        assert refills  # room reopened at half: the producer refilled from 4 (not one row at a time from 7)
+        assert_pool_settled(pool, transport)
+
+    run(main())

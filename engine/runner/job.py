@@ -227,12 +227,14 @@ class Job:
             stage = pipe.stage
             writer = pipe.writer = pipe.store.writer(rows_per_segment=cfg.output.rows_per_shard,
                                                      fsync_interval_s=cfg.run.fsync_interval_ms / 1000.0)
-            # rows ready to go while a full window is in flight
-            window = asyncio.Semaphore(2 * sum(ep.max_concurrency for ep in pipe.endpoints))
+            # rows ready to go while a full window is in flight: as many again for the input (read in batches
+            # that may be slow to come); one hand-off batch for a stage fed by the previous one (local reads)
+            conc = sum(ep.max_concurrency for ep in pipe.endpoints)
+            window = asyncio.Semaphore(conc + (conc if stage.upstream is None else HANDOFF_BATCH_ROWS))
             recorder = Recorder(writer, pipe.counters, window, records=stage.records, keyed_by=pipe.endpoints[0])
             pool = pipe.pool = Pool(pipe.endpoints, client, RetryPolicy(**dataclasses.asdict(cfg.retry)),
                                     recorder.on_done, max_pause_s=cfg.run.max_pause_s, on_pause=self._note_pause,
-                                    budget=self.budgets.get(stage.name))
+                                    budget=self.budgets.get(stage.name), ready_rows=READY_ROWS)
             if stage.revises:
                 guard = QualityGuard(cfg.guard, run_dir=str(self.run_dir), on_trip=_stop_unless_stopping(pool))
                 if guard.active:
@@ -244,7 +246,7 @@ class Job:
                 up = self.pipes[self.pipes.index(pipe) - 1]
                 assert up.writer is not None and up.done is not None
                 pipe.handoff = up.store.handoff(up.writer, skip=self.done, stage_done=up.done,
-                                                batch_rows=min(256, cfg.input.batch_rows))
+                                                batch_rows=min(HANDOFF_BATCH_ROWS, cfg.input.batch_rows))
                 feed = handoff_feed(pipe.handoff, tuple(out for _, out, _ in self.source.kept),
                                     selected=await asyncio.to_thread(selection, self.source))
             budget = auto_budget(stage.cfg, smallest_context([ep.context_length for ep in pipe.endpoints])) \
@@ -450,6 +452,11 @@ class Job:
         return rep
 
 
+#: rows submitted to a pool that may wait for an endpoint at once: beyond the rows in flight, only these
+#: hold their prompt (and kept input columns) in memory, however high max_concurrency is
+READY_ROWS = 512
+#: rows the hand-off between two stages reads at a time
+HANDOFF_BATCH_ROWS = 256
 #: seconds between two writes of the live figures (``RUN/live.json``)
 LIVE_INTERVAL_S = 5.0
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from engine.core.types import WorkItem
+from engine.core.types import Message, WorkItem
 from engine.dispatch import Endpoint, Pool
 from engine.policy.metrics import RunCounters
 from engine.prompts import estimate_tokens
@@ -23,6 +23,8 @@ from engine.runner.record import Recorder
 from engine.source import Prepared
 from engine.stages import AutoBudget, StageDef
 from engine.store import ReuseIndex, StoreWriter
+
+_NONE: list[Message] = []  # shared, never changed
 
 
 class Producer:
@@ -44,8 +46,10 @@ class Producer:
 
     async def run(self) -> None:
         pool, window, build, ready = self.pool, self.window, self.stage.prompt, self.writer.ready
+        room = pool.room
         key_of, reuse, dumps, budget = self.keyed_by.request_key, self.reuse, orjson.dumps, self.budget
         needs_solution = self.stage.needs_solution
+        fold = any(ep.fold_system for ep in pool.endpoints)
         seen_rows = self.counters.rows_done_before
         async for prepared in self.feed:
             if pool.stopping:
@@ -57,6 +61,8 @@ class Producer:
             for i, rid in enumerate(prepared.row_ids):
                 if not ready.is_set():
                     await self.writer.wait_ready()  # backpressure: the shard writer is behind
+                if not room.is_set():
+                    await room.wait()  # enough rows wait for an endpoint already
                 await window.acquire()
                 if pool.stopping:
                     return
@@ -69,7 +75,10 @@ class Producer:
                     continue
                 messages = build(task, sol, convs[i] if convs is not None else None)
                 body = dumps(messages)
-                item = WorkItem(rid, task, sol or "", messages, estimate_tokens(messages), extra, messages_json=body)
+                # the rendered messages are kept only for an endpoint that must fold them (no system role):
+                # every other one sends their JSON; a window of rows then holds one copy of each prompt
+                item = WorkItem(rid, task, sol or "", messages if fold else _NONE, estimate_tokens(messages), extra,
+                                messages_json=body)
                 if budget is not None and sol:
                     max_tokens = budget(item.prompt_tokens_est, (len(sol) + 3) // 4)
                     if max_tokens < 1:  # the prompt alone fills the context: never sent

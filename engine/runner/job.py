@@ -185,8 +185,12 @@ class Job:
                     # its server may be gone while the revisions are finished
                     busy = [p for p in self.pipes if p.done is None or c.rows_total is None
                             or len(p.done) < c.rows_total]
-                    await asyncio.gather(*(startup_check(client, p.endpoints, self.cfg.timeouts.connect_s + 20,
-                                                         where=p.where) for p in busy))
+                    checked = await asyncio.gather(*(startup_check(  # every check ends before the first error
+                        client, p.endpoints, self.cfg.timeouts.connect_s + 20, where=p.where) for p in busy),
+                        return_exceptions=True)
+                    for err in checked:
+                        if isinstance(err, BaseException):
+                            raise err
                 try:
                     await self._pipe(client)
                 except (EndpointsDown, RunStopped) as e:  # a graceful stop: the session ends like any other

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,11 @@ __all__ = ["MAX_PENDING_SEGMENTS", "StoreWriter"]
 
 #: full journal segments allowed to wait for the shard writer before new rows wait too
 MAX_PENDING_SEGMENTS = 2
+
+
+#: held while a segment becomes shards: the writers of a run's stages compact one after the other (each
+#: compaction's Arrow buffers, ~20-40 MB for a 10,000-row segment, are freed before the next one starts)
+_COMPACTING = threading.Lock()
 
 
 class StoreWriter:
@@ -143,8 +149,9 @@ class StoreWriter:
                 cb()
 
     def _compact(self, segment: Path) -> None:
-        self.shards.compact(segment)
-        release_free_memory()  # the compaction's buffers, back to the OS (flat memory on long runs)
+        with _COMPACTING:  # one compaction at a time in the process: two stages' buffers never add up
+            self.shards.compact(segment)
+            release_free_memory()  # the compaction's buffers, back to the OS (flat memory on long runs)
 
     def _segment_full(self, path: Path, seg: int) -> None:
         self.segments_pending += 1

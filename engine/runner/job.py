@@ -458,7 +458,7 @@ class Job:
 
 #: rows submitted to a pool that may wait for an endpoint at once: beyond the rows in flight, only these
 #: hold their prompt (and kept input columns) in memory, however high max_concurrency is
-READY_ROWS = 512
+READY_ROWS = 256
 #: rows the hand-off between two stages reads at a time
 HANDOFF_BATCH_ROWS = 256
 #: seconds between two writes of the live figures (``RUN/live.json``)

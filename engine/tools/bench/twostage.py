@@ -42,6 +42,7 @@ import yaml
 
 from engine.tools.bench.limits import theoretical_limit
 from engine.tools.bench.presets import cli_number
+from engine.tools.bench.results import _lat, _r
 from engine.tools.bench.samples import Sample, steady_window, time_when
 
 __all__ = [
@@ -350,15 +351,3 @@ def check_two_stage_targets(res: dict[str, Any]) -> dict[str, bool]:
         out["cpu_ms_per_row_total<=2.0"] = res["engine"]["cpu_ms_per_row"] <= 2 * t["cpu_ms_per_row_per_stage"]
     out["peak_rss_mb<=250"] = res["engine"]["peak_rss_mb"] <= t["peak_rss_mb"]
     return out
-
-
-def _lat(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: _r(s.get(k), 4) for k in ("count", "mean_s", "p50_s", "p90_s", "p99_s", "max_s")}
-
-
-def _r(x: float | None, nd: int = 3) -> float | None:
-    if x is None:
-        return None
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return round(x, nd)

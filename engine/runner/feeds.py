@@ -36,7 +36,7 @@ def selection(source: Source) -> DoneSet | None:
     if source.limit is None:
         return None
     if source.id_column is None:  # ordinals: the first ``limit`` rows
-        return None if source.limit is None else _ordinals(source.limit)
+        return _ordinals(source.limit)
     ids = DoneSet()
     for _, _, b in source.limited_batches():
         if isinstance(b, pa.RecordBatch):

@@ -17,6 +17,7 @@ import orjson
 
 from engine.core.errors import ConnectError, HTTPStatusError, MalformedResponse, RequestTimeout
 from engine.core.types import Completion
+from engine.http1 import Http1Client
 from engine.policy.ratelimit_headers import parse_retry_after
 
 _RATE_HEADERS = (
@@ -96,17 +97,45 @@ def _error_message(body: bytes) -> str:
     return " ".join(text.split())[:300]
 
 
+def _answer(status: int, data: bytes, rate: dict[str, str], ctype: str | None, latency: float) -> Completion:
+    """An HTTP answer to a chat call: the Completion, or the typed error of its status."""
+    if status >= 400:
+        err = HTTPStatusError(
+            status,
+            _error_message(data),
+            retry_after=parse_retry_after(rate),
+            raw=data[:2000].decode("utf-8", "replace"),
+            headers=rate,
+        )
+        err.latency_s = latency
+        raise err
+    return decode_completion(data, latency, rate, ctype)
+
+
+#: the HTTP clients a run can use for its chat calls (``run.http_client``)
+HTTP_CLIENTS = ("fast", "aiohttp")
+
+
 @contextlib.asynccontextmanager
-async def http_transport(connections: int, request_timeout_s: float, connect_timeout_s: float) -> AsyncIterator[ChatClient]:
-    """A :class:`ChatClient` on a session of its own with room for ``connections``; closed on exit."""
+async def http_transport(connections: int, request_timeout_s: float, connect_timeout_s: float,
+                         http_client: str = "fast") -> AsyncIterator[ChatClient]:
+    """A transport on a session of its own with room for ``connections``; closed on exit. ``fast``: the
+    chat calls go through :class:`FastChatClient` (the lean HTTP/1.1 client), ``aiohttp``: through
+    :class:`ChatClient`; the model list is always asked with aiohttp."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0, ttl_dns_cache=300),
         json_serialize=None,  # type: ignore[arg-type]
         skip_auto_headers=("User-Agent",),
     )
+    client: ChatClient
+    if http_client == "aiohttp":
+        client = ChatClient(session, request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
+    else:
+        client = FastChatClient(session, request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
     try:
-        yield ChatClient(session, request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
+        yield client
     finally:
+        client.close()
         await session.close()
 
 
@@ -131,18 +160,10 @@ class ChatClient:
             raise RequestTimeout(f"no answer within the timeout ({type(e).__name__})") from None
         except (aiohttp.ClientError, OSError) as e:  # incl. an answer that is not HTTP (bad status line)
             raise ConnectError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
-        latency = time.perf_counter() - t0
-        if status >= 400:
-            err = HTTPStatusError(
-                status,
-                _error_message(data),
-                retry_after=parse_retry_after(rate),
-                raw=data[:2000].decode("utf-8", "replace"),
-                headers=rate,
-            )
-            err.latency_s = latency
-            raise err
-        return decode_completion(data, latency, rate, ctype)
+        return _answer(status, data, rate, ctype, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        """Nothing of its own to close: the caller owns the session."""
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
         """Model ids the endpoint serves (a :class:`ModelList`: with the context lengths it reports); None when
@@ -162,6 +183,28 @@ class ChatClient:
         if status >= 400:
             raise HTTPStatusError(status, _error_message(data))
         return decode_models(data, ctype)
+
+
+class FastChatClient(ChatClient):
+    """The chat calls through :class:`engine.http1.Http1Client` (~50-80 us of CPU per request instead of
+    aiohttp's ~220-300); the model list, asked once per endpoint at start-up, through aiohttp."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, request_timeout_s: float, connect_timeout_s: float):
+        super().__init__(session, request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
+        self.http = Http1Client(request_timeout_s=request_timeout_s, connect_timeout_s=connect_timeout_s)
+        self._routes: dict[str, str] = {}
+
+    async def complete(self, url: str, headers: dict[str, str], body: bytes) -> Completion:
+        route = self._routes.get(url)
+        if route is None:
+            route = self._routes[url] = _route(url, "/chat/completions")
+        t0 = time.perf_counter()
+        resp = await self.http.post(route, headers, body)
+        return _answer(resp.status, resp.body, _rate_headers(resp.headers), resp.content_type,
+                       time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.http.close()
 
 
 #: keys of a ``/models`` entry that hold the model's context length in tokens: vLLM and SGLang
@@ -223,6 +266,9 @@ class FakeClient:
         self.calls += 1
         await asyncio.sleep(0)
         return await self.handler(url, headers, orjson.loads(body))
+
+    def close(self) -> None:
+        """Nothing of its own to close: the caller owns the session."""
 
     async def list_models(self, url: str, headers: dict[str, str]) -> list[str] | None:
         return self.models

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine.client import ChatClient
+from engine.client import ChatClient, FastChatClient
 from engine.core.errors import (
     ConnectError,
     EndpointError,
@@ -95,9 +95,15 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest.fixture
-def client(session: aiohttp.ClientSession) -> ChatClient:
-    return ChatClient(session, request_timeout_s=10.0, connect_timeout_s=5.0)
+#: both chat-call clients answer every test the same: aiohttp's and the lean HTTP/1.1 one (run.http_client)
+CLIENTS = {"aiohttp": ChatClient, "fast": FastChatClient}
+
+
+@pytest.fixture(params=list(CLIENTS))
+async def client(request: pytest.FixtureRequest, session: aiohttp.ClientSession) -> AsyncIterator[ChatClient]:
+    c = CLIENTS[request.param](session, request_timeout_s=10.0, connect_timeout_s=5.0)
+    yield c
+    c.close()
 
 
 def chat_body(content: Any = "Hello there.", *, finish_reason: str | None = "stop", model: str = "m-served",
@@ -319,7 +325,9 @@ async def test_a_closed_port_is_a_connect_error(client: ChatClient) -> None:
         await client.list_models(url, HEADERS)
 
 
-async def test_a_server_that_never_answers_is_a_request_timeout(server: Server, session: aiohttp.ClientSession) -> None:
+@pytest.mark.parametrize("kind", list(CLIENTS))
+async def test_a_server_that_never_answers_is_a_request_timeout(server: Server, session: aiohttp.ClientSession,
+                                                                 kind: str) -> None:
     entered = asyncio.Event()
 
     async def never(request: web.Request) -> web.StreamResponse:
@@ -328,7 +336,7 @@ async def test_a_server_that_never_answers_is_a_request_timeout(server: Server, 
         return web.Response(status=200)
 
     server.responder = never
-    client = ChatClient(session, request_timeout_s=0.2, connect_timeout_s=0.2)
+    client = CLIENTS[kind](session, request_timeout_s=0.2, connect_timeout_s=0.2)
     with pytest.raises(RequestTimeout) as info:
         await client.complete(server.url, HEADERS, BODY)
     assert entered.is_set()  # the request got there: the answer is what never came

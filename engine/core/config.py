@@ -272,8 +272,12 @@ class RunConfig:
     reuse_from: tuple[str, ...] = ()
     #: also reuse the answers of this output dir's archived runs (DIR.old-*, made by --new-run)
     reuse_archived: bool = True
+    #: the client of the chat calls: fast (the engine's lean HTTP/1.1 client) | aiohttp
+    http_client: str = "fast"
 
     def check(self) -> None:
+        if self.http_client not in ("fast", "aiohttp"):
+            raise ConfigError("run.http_client must be one of: fast, aiohttp")
         if self.grace_period_s < 0:
             raise ConfigError("run.grace_period_s must be >= 0")
         if not 1 <= self.fsync_interval_ms <= 100:

@@ -479,13 +479,13 @@ def _stop_unless_stopping(pool: Pool) -> Callable[[BaseException], None]:
 
 
 def _http_transport(cfg: JobConfig) -> Any:
-    """The aiohttp transport for this job's endpoints, as an async context manager (imported lazily: a
+    """The HTTP transport for this job's endpoints, as an async context manager (imported lazily: a
     notebook passing its own transport, and the dry run, never load aiohttp)."""
     from engine.client import http_transport
 
     endpoints = [*cfg.endpoints, *(cfg.generate.endpoints if cfg.generate is not None else ())]
     return http_transport(sum(e.max_concurrency for e in endpoints) + 8, cfg.timeouts.request_s,
-                          cfg.timeouts.connect_s)
+                          cfg.timeouts.connect_s, cfg.run.http_client)
 
 
 async def arun_job(cfg: JobConfig, **kwargs: Any) -> RunReport:

@@ -186,10 +186,11 @@ class Endpoint:
         c = self.controller
         if c is None:
             return
-        if c.concurrency != self.gate.limit:
-            self.gate.limit = c.concurrency
-        if c.rpm != self.rpm.rpm:
-            self.rpm.set_rpm(c.rpm)
+        concurrency, rpm = c.concurrency, c.rpm
+        if concurrency != self.gate.limit:
+            self.gate.limit = concurrency
+        if rpm != self.rpm.rpm:
+            self.rpm.set_rpm(rpm)
         tpm = c.tpm
         if tpm is None:
             self.tpm = None

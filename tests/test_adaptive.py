@@ -312,6 +312,18 @@ def test_advertised_limits_pace_before_any_429():
     assert ctl.rpm == pytest.approx(0.9 * 582.0) and ctl.decreases == 1
 
 
+def test_a_limit_advertised_by_a_429_paces_at_once():
+    ctl, clock = make()
+    clock.advance(0.5)
+    ctl.on_success(0.5, {})
+    assert (ctl.rpm, ctl.tpm) == (None, None)
+    clock.advance(0.001)  # a refusal (noise, no decrease) that advertises the limits
+    ctl.on_congestion({"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "90000"}, latency_s=0.01)
+    assert ctl.decreases == 0
+    assert (ctl.rpm, ctl.tpm) == (pytest.approx(582.0), pytest.approx(87300.0))
+    assert ctl.snapshot().rpm == ctl.rpm and ctl.snapshot().tpm == ctl.tpm
+
+
 def test_user_limits_cap_advertised_ones():
     ctl, clock = make(user_rpm=300, user_tpm=50_000)
     clock.advance(0.5)

@@ -70,7 +70,8 @@ class CircuitBreaker:
     # -- queries --------------------------------------------------------------------------------
     @property
     def state(self) -> BreakerState:
-        self._tick()
+        if self._state != "closed":
+            self._tick()
         return self._state
 
     @property
@@ -97,9 +98,9 @@ class CircuitBreaker:
     # -- decisions ------------------------------------------------------------------------------
     def allow(self) -> bool:
         """May a request be sent now? In half_open, True for one probe until it reports."""
-        self._tick()
         if self._state == "closed":
             return True
+        self._tick()  # (never closes: only a success does)
         if self._state == "open":
             return False
         if self._probe_started is None:
@@ -153,6 +154,8 @@ class CircuitBreaker:
         self.opened_count += 1
 
     def _tick(self) -> None:
+        if self._state == "closed":
+            return  # nothing to time out (and no clock read: this runs a few times per request)
         now = self._clock()
         if self._state == "open" and now >= self._opened_at + self._open_s:
             self._state = "half_open"

@@ -5,9 +5,11 @@ Layout: ``RUN/journal/seg-NNNNN.log``, one record per line::
     <crc32 of payload, 8 hex digits> <orjson payload>\\n
 
 Finished rows are handed to the OS as soon as they are recorded (one ``os.write`` per batch of a few
-rows, before their request slots are freed), so a ``kill -9`` loses nothing that was recorded; a
-committer task ``fsync``s in group commits every ``fsync_interval`` seconds (power loss loses at most
-that window). A segment holds ``rows_per_shard`` records; a full segment is handed to the shard writer
+rows, before their request slots are freed), so a ``kill -9`` loses nothing that was recorded; one
+committer thread ``fsync``s in group commits, at most one per ``fsync_interval`` seconds (power loss
+loses at most that window). It sleeps until something is written: an idle journal costs nothing, and
+the event loop only flags a write (no executor job, timer or wake-up of its own per commit). A segment
+holds ``rows_per_shard`` records; a full segment is handed to the shard writer
 (:mod:`engine.store.shards`), which turns it into Parquet shards and deletes it only after they are
 committed. A torn tail
 (half a record, or a record whose checksum does not match) is detected on replay and dropped, never
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -131,6 +134,7 @@ class Journal:
         rows_per_segment: int,
         fsync_interval_s: float = 0.05,
         on_full: Callable[[Path, int], None] | None = None,
+        sync_fd: Callable[[int], None] = os.fsync,
     ):
         self.dir = journal_dir
         self.rows_per_segment = rows_per_segment
@@ -141,7 +145,10 @@ class Journal:
         self.records_total = 0
         self.bytes_total = 0
         self._fd: int | None = None
-        self._dirty = False
+        self._sync_fd = sync_fd  # os.fsync (a fake in tests)
+        self._dirty = False  # written since the committer last began an fsync (set here, cleared there)
+        self._wake = threading.Event()  # set on the first write after a commit began, or to stop
+        self._stop = threading.Event()
         self._closing = False
         self.error: StorageError | None = None
 
@@ -179,7 +186,9 @@ class Journal:
         except OSError as e:
             self.error = storage_error(e, f"the journal in {self.dir}")
             raise self.error from None
-        self._dirty = True
+        if not self._dirty:  # the first write since the last commit began: the committer wakes
+            self._dirty = True
+            self._wake.set()
 
     def rotate(self) -> None:
         """Close the current segment (fsynced) and hand it to ``on_full``; open the next one lazily."""
@@ -201,26 +210,47 @@ class Journal:
             self.on_full(path, seg)
 
     async def commit_loop(self) -> None:
-        """Group commits: fsync what was written, every interval, off the event loop."""
-        while not self._closing:
-            await asyncio.sleep(self.fsync_interval_s)
-            await self.sync()
-
-    async def sync(self) -> None:
-        fd = self._fd
-        if fd is None or not self._dirty:
-            return
-        self._dirty = False
+        """Group commits until :meth:`close` (or until cancelled): one committer thread fsyncs what was
+        written, at most once per interval, and sleeps while nothing is."""
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        thread = threading.Thread(target=self._commit_thread, args=(loop, ended), name="clair-fsync", daemon=True)
+        thread.start()
         try:
-            await asyncio.to_thread(os.fsync, fd)
-        except OSError as e:
-            if e.errno == errno.EBADF:  # rotated meanwhile: rotate() fsynced it
-                return
-            self.error = storage_error(e, f"the journal in {self.dir}")
+            await ended
+        finally:
+            self._stop_committer()
+
+    def _commit_thread(self, loop: asyncio.AbstractEventLoop, ended: asyncio.Future[None]) -> None:
+        wake, stop, interval = self._wake, self._stop, self.fsync_interval_s
+        try:
+            while True:
+                wake.wait()
+                if self._closing:
+                    return
+                wake.clear()
+                self._dirty = False  # a write from now on wakes the next commit; this one covers the earlier
+                fd = self._fd
+                if fd is not None:
+                    try:
+                        self._sync_fd(fd)
+                    except OSError as e:
+                        if e.errno != errno.EBADF:  # EBADF: rotated meanwhile, rotate() fsynced it
+                            self.error = storage_error(e, f"the journal in {self.dir}")
+                if stop.wait(interval):  # a group commit: what is written meanwhile waits for the next one
+                    return
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for it any more
+                loop.call_soon_threadsafe(_resolve, ended)
+
+    def _stop_committer(self) -> None:
+        self._closing = True
+        self._stop.set()
+        self._wake.set()
 
     def close(self) -> None:
         """fsync and close; the open segment is handed on like a full one when it holds records."""
-        self._closing = True
+        self._stop_committer()
         if self._fd is None:
             return
         if self.count:
@@ -231,6 +261,11 @@ class Journal:
             with contextlib.suppress(OSError):
                 segment_path(self.dir, self.seg_no).unlink()
             self._fd = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,8 +110,8 @@ class StoreWriter:
         """Group commits and compaction until :meth:`close` and the last segment is a shard. A failed
         compaction (or fsync) raises StorageError, and ``ready`` is set so that nobody waits forever."""
         loop = asyncio.get_running_loop()
-        # the fsyncs run in the default executor, not behind a compaction in the writer thread: a
-        # 10 000-row compaction takes about a second, the group-commit window is 50 ms
+        # the fsyncs run in the journal's own committer thread, not behind a compaction in the writer
+        # thread: a 10 000-row compaction takes about a second, the group-commit window is 50 ms
         committer = asyncio.create_task(self.journal.commit_loop(), name="journal-commit")
         try:
             # one writer thread owns the shard files; it runs at a lower CPU priority than the event loop

@@ -56,6 +56,7 @@ __all__ = ["AdaptiveController", "Snapshot"]
 PACE_HEADROOM = 1.5
 #: ... plus this many, so one slow answer does not hold up a paced dispatcher
 PACE_SLACK = 2
+_INF = math.inf
 
 
 @dataclass(frozen=True)
@@ -119,20 +120,24 @@ class AdaptiveController:
         self._limits = AdvertisedLimits()
         self._events = EventHistory()
         self._noise = NoiseFloor(self._load)
+        # the pace and token rate recommended: they change only when a limit is learned, cut or grown
+        # (_rates_changed), while they are read several times per answer
+        self._rpm: float | None = None
+        self._tpm: float | None = None
+        self._rates_changed()
 
     # -- recommendations ------------------------------------------------------------------------
     @property
     def concurrency(self) -> int:
-        return self._concurrency(self.rpm)
+        return self._concurrency(self._rpm)
 
     @property
     def rpm(self) -> float | None:
-        pace = self._pace
-        return min_or_none(pace.user_rpm, self._limits.rpm(), pace.rpm)
+        return self._rpm
 
     @property
     def tpm(self) -> float | None:
-        return min_or_none(self.user_tpm, self._limits.tpm())
+        return self._tpm
 
     @property
     def decreases(self) -> int:
@@ -168,17 +173,26 @@ class AdaptiveController:
     def on_success(self, latency_s: float, headers: Mapping[str, str] | None = None) -> None:
         """A usable answer arrived ``latency_s`` seconds after its request was sent."""
         now = self._clock()
-        latency_s = _latency(latency_s) or 0.0
+        # (the common case of a finite, positive latency without a call)
+        latency_s = latency_s if latency_s.__class__ is float and 0.0 < latency_s < _INF else (
+            _latency(latency_s) or 0.0)
         self._record(now, latency_s, True)
         latency = self._latency
         latency.on_success(now, latency_s)
         limits = self._limits
-        exhausted = limits.learn(headers or {})
-        if exhausted and limits.rpm_limit is None:
-            self._congestion(now)  # the next request would be refused and nothing paces us yet
-        self._window.on_success(exhausted or limits.remaining_low or latency.plateau())
-        self._grow_pace(now)
-        self._window.close(now, latency)
+        exhausted = False
+        if headers:
+            changes = limits.changes
+            exhausted = limits.learn(headers)
+            if limits.changes != changes:
+                self._rates_changed()
+            if exhausted and limits.rpm_limit is None:
+                self._congestion(now)  # the next request would be refused and nothing paces us yet
+        window = self._window
+        window.on_success(exhausted or limits.remaining_low or latency.plateau())
+        if self._pace.rpm is not None:
+            self._grow_pace(now)
+        window.close(now, latency)
 
     def on_congestion(self, headers: Mapping[str, str] | None = None, *, latency_s: float | None = None) -> None:
         """A 429 or 503 (overload) answer arrived, ``latency_s`` after its request was sent."""
@@ -187,7 +201,11 @@ class AdaptiveController:
         self._record(now, latency or 0.0, False)
         if latency is not None:
             self._latency.on_congestion(latency)
-        exhausted = self._limits.learn(headers or {})
+        limits = self._limits
+        changes = limits.changes
+        exhausted = limits.learn(headers or {})
+        if limits.changes != changes:
+            self._rates_changed()
         # (within the window of the last decrease: the same burst, which counts once)
         if (
             exhausted
@@ -205,21 +223,37 @@ class AdaptiveController:
         if now - self._window.last_decrease >= self._latency.drain_s():
             self._noise.add(now, ok)
 
+    def _rates_changed(self) -> None:
+        """A limit was learned, cut or grown: the pace and token rate recommended now."""
+        pace, limits = self._pace, self._limits
+        self._rpm = min_or_none(pace.user_rpm, limits.rpm(), pace.rpm)
+        self._tpm = min_or_none(self.user_tpm, limits.tpm())
+
     def _concurrency(self, pace: float | None) -> int:
         """cwnd, but at least enough for ``pace`` (the rpm recommended) at the current latency."""
+        # (max(a, b) is ``b if b > a else a`` and min(a, b) ``b if b < a else a``: the same values,
+        # without building argument tuples, a few times per answer)
         window = self._window
-        cwnd = window.cwnd
+        cwnd: float = window.cwnd
         srtt = self._latency.srtt
         if pace is not None and srtt is not None:
-            cwnd = max(cwnd, math.ceil(PACE_HEADROOM * pace / 60.0 * srtt) + PACE_SLACK)
-        return int(min(window.max_concurrency, max(window.min_concurrency, cwnd)))
+            floor = math.ceil(PACE_HEADROOM * pace / 60.0 * srtt) + PACE_SLACK
+            if floor > cwnd:
+                cwnd = floor
+        least: float = window.min_concurrency
+        if cwnd > least:
+            least = cwnd
+        most = window.max_concurrency
+        return int(least if least < most else most)
 
     def _load(self) -> float:
         """The request rate the recommendations allow (per minute)."""
-        rpm = self.rpm
+        rpm = self._rpm
         srtt = self._latency.srtt
         window = self._concurrency(rpm) / srtt * 60.0 if srtt else math.inf
-        return min(window, rpm if rpm is not None else math.inf)
+        if rpm is None:
+            return window  # (min(window, inf))
+        return rpm if rpm < window else window
 
     def _overloaded(self, now: float) -> bool:
         """The recent 429/503 share (after the drain of the last decrease) is clearly above the noise."""
@@ -254,6 +288,7 @@ class AdaptiveController:
         if basis is None:
             return  # no rate known yet (the very first answers were 429s): the window does the work
         self._pace.cut(now, basis)
+        self._rates_changed()
 
     def _grow_pace(self, now: float) -> None:
         pace = self._pace
@@ -265,6 +300,7 @@ class AdaptiveController:
         ):
             return  # nothing learned to grow, or not while a limit runs low or a burst lasts
         pace.grow(now, last, self._limits.rpm(), self._events, self._latency.srtt)
+        self._rates_changed()
 
 
 def _latency(value: float | None) -> float | None:

@@ -32,13 +32,14 @@ _KINDS = (("requests", LIMIT_REQUESTS, REMAINING_REQUESTS), ("tokens", LIMIT_TOK
 class AdvertisedLimits:
     """The advertised limits (None until seen) and whether the ``remaining`` counters run low."""
 
-    __slots__ = ("_max_remaining", "remaining_low", "rpm_limit", "tpm_limit")
+    __slots__ = ("_max_remaining", "changes", "remaining_low", "rpm_limit", "tpm_limit")
 
     def __init__(self) -> None:
         self.rpm_limit: float | None = None  #: advertised x-ratelimit-limit-requests
         self.tpm_limit: float | None = None  #: advertised x-ratelimit-limit-tokens
         self.remaining_low = False  #: a remaining counter below REMAINING_LOW of its largest value
         self._max_remaining: dict[str, float] = {}
+        self.changes = 0  #: how many times a limit changed (what it allows is cached by its reader)
 
     def learn(self, headers: Mapping[str, str]) -> bool:
         """Learn advertised limits; True when a ``remaining`` counter says the limit is exhausted."""
@@ -47,18 +48,26 @@ class AdvertisedLimits:
         exhausted = False
         low = False
         seen_remaining = False
+        get = headers.get
         for kind, limit_name, remaining_name in _KINDS:
-            limit = header_number(headers.get(limit_name))
+            raw = get(limit_name)
+            limit = None if raw is None else header_number(raw)  # (absent: the common case, no call)
             if limit is not None and limit > 0:
                 if kind == "requests":
-                    self.rpm_limit = limit
-                else:
+                    if limit != self.rpm_limit:
+                        self.rpm_limit = limit
+                        self.changes += 1
+                elif limit != self.tpm_limit:
                     self.tpm_limit = limit
-            remaining = header_number(headers.get(remaining_name))
+                    self.changes += 1
+            raw = get(remaining_name)
+            remaining = None if raw is None else header_number(raw)
             if remaining is None:
                 continue
             seen_remaining = True
-            most = max(self._max_remaining.get(kind, 0.0), remaining)
+            most = self._max_remaining.get(kind, 0.0)
+            if remaining > most:  # (max)
+                most = remaining
             self._max_remaining[kind] = most
             exhausted = exhausted or remaining <= 0
             low = low or remaining < REMAINING_LOW * most

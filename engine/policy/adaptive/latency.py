@@ -50,18 +50,23 @@ class LatencyEstimator:
         self._pending: list[tuple[float, float]] = []  # heap of (sent at, latency) for the baseline
 
     def on_success(self, now: float, latency_s: float) -> None:
-        srtt = latency_s if self.srtt is None else self.srtt + LATENCY_ALPHA * (latency_s - self.srtt)
-        self.srtt = srtt
+        srtt = self.srtt
+        self.srtt = latency_s if srtt is None else srtt + LATENCY_ALPHA * (latency_s - srtt)
         # The baseline takes the answers in the order their requests were sent, each once every
         # request sent at the same time has had as long as the slowest recent answer took: in the
         # order they arrive, the fast answers come first while the window grows, and a baseline
         # from them sits far below the typical latency.
-        self._max = max(latency_s, self._max * LATENCY_MAX_DECAY)
-        heapq.heappush(self._pending, (now - latency_s, latency_s))
-        while self._pending and (
-            self._pending[0][0] <= now - self._max or len(self._pending) > LATENCY_PENDING_MAX
-        ):
-            self._update_baseline(now, heapq.heappop(self._pending)[1])
+        # (max(a, b) is ``b if b > a else a``, min(a, b) ``b if b < a else a``: the same values, per
+        # answer, without building argument tuples)
+        slowest = self._max * LATENCY_MAX_DECAY
+        if not slowest > latency_s:
+            slowest = latency_s
+        self._max = slowest
+        pending = self._pending
+        heapq.heappush(pending, (now - latency_s, latency_s))
+        due = now - slowest
+        while pending and (pending[0][0] <= due or len(pending) > LATENCY_PENDING_MAX):
+            self._update_baseline(now, heapq.heappop(pending)[1])
 
     def on_congestion(self, latency_s: float) -> None:
         prev = self.congestion_s
@@ -69,18 +74,24 @@ class LatencyEstimator:
 
     def _update_baseline(self, now: float, latency_s: float) -> None:
         # a slow average (a plain mean over the first samples); its lowest value is the baseline
-        self._samples += 1
+        samples = self._samples = self._samples + 1
         slow = self._slow
-        alpha = max(BASELINE_ALPHA, 1.0 / self._samples)
+        alpha = 1.0 / samples
+        if not alpha > BASELINE_ALPHA:
+            alpha = BASELINE_ALPHA
         slow = latency_s if slow is None else slow + alpha * (latency_s - slow)
         self._slow = slow
-        if self._samples < BASELINE_MIN_SAMPLES:
+        if samples < BASELINE_MIN_SAMPLES:
             return  # let the average settle before it becomes the baseline
-        if self.baseline is None:
+        baseline = self.baseline
+        if baseline is None:
             self.baseline = slow
         else:
-            drifted = self.baseline * (1.0 + BASELINE_DRIFT_PER_S * max(0.0, now - self._baseline_at))
-            self.baseline = min(drifted, slow)
+            elapsed = now - self._baseline_at
+            if not elapsed > 0.0:
+                elapsed = 0.0
+            drifted = baseline * (1.0 + BASELINE_DRIFT_PER_S * elapsed)
+            self.baseline = slow if slow < drifted else drifted
         self._baseline_at = now
 
     def restart_baseline(self, now: float) -> None:
@@ -90,9 +101,10 @@ class LatencyEstimator:
 
     def ratio(self) -> float:
         """Smoothed latency / baseline (1.0 while unknown or less than 50 ms apart)."""
-        if self.baseline is None or self.srtt is None or self.srtt - self.baseline < LATENCY_MIN_EXCESS_S:
+        baseline, srtt = self.baseline, self.srtt
+        if baseline is None or srtt is None or srtt - baseline < LATENCY_MIN_EXCESS_S:
             return 1.0
-        return self.srtt / max(self.baseline, 1e-3)
+        return srtt / max(baseline, 1e-3)
 
     def plateau(self) -> bool:
         """The server queues: the window must not grow."""
@@ -102,9 +114,15 @@ class LatencyEstimator:
         """How long one burst of 429/503s lasts: it causes one decrease, however many it rejects."""
         recent = self.congestion_s
         if recent is None:
-            recent = min(self.srtt or 0.0, 5.0)
-        return max(1.0, recent)
+            recent = self.srtt or 0.0
+            if 5.0 < recent:
+                recent = 5.0
+        return recent if recent > 1.0 else 1.0
 
     def drain_s(self) -> float:
         """After a decrease, answers to requests sent before it arrive for this long."""
-        return max(self.decrease_window_s(), min(self.srtt or 0.0, 5.0))
+        burst = self.decrease_window_s()
+        recent = self.srtt or 0.0
+        if 5.0 < recent:
+            recent = 5.0
+        return recent if recent > burst else burst

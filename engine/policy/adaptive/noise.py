@@ -77,12 +77,17 @@ class NoiseFloor:
 
     def add(self, now: float, ok: bool) -> None:
         """An answer to a request sent at the current load (not in the drain of a decrease)."""
-        if self._start is None:
-            self._start, self._max_load = now, 0.0
-        self._max_load = max(self._max_load, self._load())  # (the load only grows between decreases)
-        self._n += 1
-        self._bad += not ok
-        if self._n >= NOISE_BLOCK and now - self._start >= 1.0:
+        start = self._start
+        if start is None:
+            self._start = start = now
+            self._max_load = 0.0
+        load = self._load()
+        if load > self._max_load:  # (max: the load only grows between decreases)
+            self._max_load = load
+        n = self._n = self._n + 1
+        if not ok:
+            self._bad += 1
+        if n >= NOISE_BLOCK and now - start >= 1.0:
             self._close_block(now)
 
     def on_decrease(self, now: float, delivered_rpm: float) -> None:

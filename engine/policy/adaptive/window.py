@@ -76,8 +76,10 @@ class CongestionWindow:
             self.dirty = True
         elif self.growth_ok:
             # ack-clocked: slow start +1 per success, congestion avoidance +1 per round trip
-            step = 1.0 if self.slow_start else 1.0 / self.cwnd
-            self.cwnd = min(float(self.max_concurrency), self.cwnd + step)
+            cwnd = self.cwnd
+            cwnd += 1.0 if self.slow_start else 1.0 / cwnd
+            most = float(self.max_concurrency)
+            self.cwnd = cwnd if cwnd < most else most  # (min)
 
     def on_congestion(self, now: float, burst_s: float) -> float | None:
         """A congestion signal. Within ``burst_s`` of the last decrease it is the same burst and only
@@ -101,7 +103,7 @@ class CongestionWindow:
             return
         srtt = latency.srtt
         elapsed = now - start
-        if elapsed < max(1.0, srtt or 0.0):
+        if elapsed < 1.0 or (srtt is not None and elapsed < srtt):  # (shorter than max(1 s, srtt))
             return
         in_flight = self._win_ok * (srtt or 0.0) / elapsed  # Little's law
         ratio = latency.ratio()

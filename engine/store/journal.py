@@ -235,7 +235,9 @@ class Journal:
                     try:
                         self._sync_fd(fd)
                     except OSError as e:
-                        if e.errno != errno.EBADF:  # EBADF: rotated meanwhile, rotate() fsynced it
+                        # EBADF: rotated meanwhile (rotate() fsynced it); EINVAL: the closed number was
+                        # reused by a socket meanwhile. Neither is a journal failure
+                        if e.errno not in (errno.EBADF, errno.EINVAL):
                             self.error = storage_error(e, f"the journal in {self.dir}")
                 if stop.wait(interval):  # a group commit: what is written meanwhile waits for the next one
                     return

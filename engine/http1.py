@@ -189,14 +189,15 @@ class _Conn(asyncio.Protocol):
 class Http1Client:
     """POST over pooled keep-alive connections; one instance per run, used from one event loop."""
 
-    def __init__(self, *, request_timeout_s: float, connect_timeout_s: float):
+    def __init__(self, *, request_timeout_s: float, connect_timeout_s: float,
+                 ssl_context: ssl.SSLContext | None = None):
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
         self._heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the default context (the system's CA store), made on first use
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Response:
         """POST ``body`` to ``url``; the answer, whatever its status. Raises ConnectError / RequestTimeout."""

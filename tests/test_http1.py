@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -291,3 +293,59 @@ async def test_against_an_aiohttp_server_with_many_requests(http: Http1Client) -
                 return int(orjson.loads(r.body)["echo"])
 
         assert await asyncio.gather(*(one(i) for i in range(200))) == list(range(200))
+
+
+# ----------------------------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def tls_server(ca: trustme.CA, reply: bytes) -> tuple[asyncio.Server, str]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await read_request(reader)
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    return srv, f"https://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+
+async def test_https_with_a_trusted_certificate_is_answered_on_one_connection(ca: trustme.CA) -> None:
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    http = Http1Client(request_timeout_s=5.0, connect_timeout_s=5.0, ssl_context=client_ctx)
+    srv, url = await tls_server(ca, answer(b'{"ok": 1}'))
+    try:
+        for _ in range(3):
+            r = await http.post(url, {"Authorization": "Bearer k"}, b"{}")
+            assert (r.status, r.body) == (200, b'{"ok": 1}')
+        assert len(http._idle[("https", "127.0.0.1", int(url.split(":")[2].split("/")[0]))]) == 1
+    finally:
+        http.close()
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_https_with_an_untrusted_certificate_is_refused(ca: trustme.CA) -> None:
+    """The default context (the system's CA store) does not trust the test CA: the request is never sent."""
+    http = Http1Client(request_timeout_s=5.0, connect_timeout_s=5.0)
+    srv, url = await tls_server(ca, answer(b"{}"))
+    try:
+        with pytest.raises(ConnectError, match="(?i)certificate"):
+            await http.post(url, {"Authorization": "Bearer k"}, b"{}")
+    finally:
+        http.close()
+        srv.close()
+        await srv.wait_closed()

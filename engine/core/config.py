@@ -260,7 +260,9 @@ class TimeoutsConfig:
 @dataclass(frozen=True)
 class RunConfig:
     grace_period_s: float = 10.0  # on Ctrl-C/SIGTERM, how long in-flight requests may finish
-    fsync_interval_ms: float = 50.0  # journal group-commit interval
+    #: journal group-commit interval: a power loss (not a crash: the OS has every write) loses at most this
+    #: window; each fsync costs ~0.3 ms of CPU here, so 100 ms is half the CPU of 50 for a tenth of a second
+    fsync_interval_ms: float = 100.0
     allow_mixed_models: bool = False
     breaker_failures: int = 20  # consecutive endpoint failures that open its circuit breaker
     breaker_open_s: float = 10.0

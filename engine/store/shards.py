@@ -36,6 +36,8 @@ CHUNK_ROWS = 200
 #: write and to read; bigger ones raise the memory spike
 ROW_GROUP_ROWS = 500
 COMPRESSION = "zstd"
+#: a text column whose values average more bytes than this is written without a Parquet dictionary
+DICTIONARY_MAX_BYTES = 64
 
 
 def shard_name(kind: str, n: int) -> str:
@@ -73,7 +75,7 @@ def stage_table(storage: Storage, name: str, table: pa.Table) -> Path:
     """``table`` as a complete, fsynced Parquet file at ``name``'s staging path (not yet committed)."""
     tmp = storage.local_temp(name)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION)
+        pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=_dictionary_columns(table))
         fsync(tmp)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -190,10 +192,29 @@ class _ShardFile:
             return
         if self._writer is None:
             self.path = self.storage.local_temp(self.name)
-            self._writer = pq.ParquetWriter(self.path, self.schema, compression=COMPRESSION)
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression=COMPRESSION,
+                                            use_dictionary=_dictionary_columns(self._pending[0]))
         self._writer.write_table(pa.concat_tables(self._pending))
         self.rows += self._pending_rows
         self._pending, self._pending_rows = [], 0
+
+
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """The columns worth Parquet's dictionary encoding: all but text (or binary) columns whose values
+    average more than ``DICTIONARY_MAX_BYTES`` (answers, prompts, raw outputs: hashing kilobytes per row
+    costs a third of a shard's write time, and their dictionary would be dropped at its size limit
+    anyway). Readers see no difference."""
+    rows = max(table.num_rows, 1)
+    out = []
+    for f, col in zip(table.schema, table.columns, strict=True):
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_binary(f.type)
+                or pa.types.is_large_binary(f.type)):
+            if col.nbytes > DICTIONARY_MAX_BYTES * rows:
+                continue
+        elif pa.types.is_nested(f.type):
+            continue
+        out.append(f.name)
+    return out
 
 
 def _with_metrics(data: pa.Table) -> pa.Table:

@@ -20,6 +20,7 @@ closes its connection: a late answer can never be read as the next request's.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 import urllib.parse
 import zlib
@@ -196,7 +197,8 @@ class Http1Client:
         self._idle: dict[tuple[str, str, int], deque[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
         self._heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
-        self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, asyncio.Future[list[tuple[str, int]]]]] = {}
+        self._literal: dict[tuple[str, int], list[tuple[str, int]]] = {}
         self._ssl = ssl_context  # None: the default context (the system's CA store), made on first use
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Response:
@@ -266,19 +268,39 @@ class Http1Client:
         raise last
 
     async def _resolve(self, target: _Target) -> list[tuple[str, int]]:
+        """The addresses to connect to: an IP literal as it is; a host name resolved once per ``_DNS_TTL_S``,
+        by one lookup however many connections open at once (a run's first wave opens hundreds)."""
         key = (target.host, target.port)
+        if key in self._literal:
+            return self._literal[key]
+        try:
+            ipaddress.ip_address(target.host)
+        except ValueError:
+            pass
+        else:
+            addrs = self._literal[key] = [key]
+            return addrs
         loop = asyncio.get_running_loop()
         hit = self._dns.get(key)
         if hit is not None and loop.time() < hit[0]:
-            return hit[1]
+            return await hit[1]
+        lookup: asyncio.Future[list[tuple[str, int]]] = asyncio.ensure_future(self._lookup(target))
+        self._dns[key] = (loop.time() + _DNS_TTL_S, lookup)
         try:
-            infos = await loop.getaddrinfo(target.host, target.port, type=1)  # SOCK_STREAM
+            return await asyncio.shield(lookup)
+        except ConnectError:
+            self._dns.pop(key, None)  # a failed lookup is not cached
+            raise
+
+    @staticmethod
+    async def _lookup(target: _Target) -> list[tuple[str, int]]:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(target.host, target.port, type=1)  # SOCK_STREAM
         except OSError as e:
             raise ConnectError(f"cannot resolve {target.host}: {' '.join(str(e).split())[:160]}") from None
         addrs = list(dict.fromkeys((str(i[4][0]), int(i[4][1])) for i in infos))
         if not addrs:
             raise ConnectError(f"cannot resolve {target.host}: no address")
-        self._dns[key] = (loop.time() + _DNS_TTL_S, addrs)
         return addrs
 
     def _tls(self) -> ssl.SSLContext:

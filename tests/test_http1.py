@@ -349,3 +349,22 @@ async def test_https_with_an_untrusted_certificate_is_refused(ca: trustme.CA) ->
         http.close()
         srv.close()
         await srv.wait_closed()
+
+
+async def test_a_host_name_is_resolved_once_for_a_whole_wave_of_new_connections(
+        http: Http1Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups = 0
+    real = Http1Client._lookup
+
+    async def counting(target: object) -> list[tuple[str, int]]:
+        nonlocal lookups
+        lookups += 1
+        return await real(target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Http1Client, "_lookup", staticmethod(counting))
+    async with Raw(keep_alive(lambda *_: answer(b"{}"))) as srv:
+        url = srv.url.replace("127.0.0.1", "localhost") + "/x"
+        rs = await asyncio.gather(*(http.post(url, {}, b"{}") for _ in range(20)))
+        assert {r.status for r in rs} == {200} and lookups == 1
+        await http.post(srv.url + "/x", {}, b"{}")  # an IP literal: no lookup at all
+        assert lookups == 1

@@ -72,7 +72,9 @@ def _target(url: str) -> _Target:
     except ValueError:
         raise ConnectError(f"bad port in URL: {url[:200]}") from None
     host = parts.hostname
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # percent-encoded as a browser would (already-encoded characters are kept): the request line is ASCII
+    path = urllib.parse.quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                              safe="/?&=%:@!$'()*+,;~-._")
     shown = f"[{host}]" if ":" in host else host
     authority = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
     return _Target((scheme, host, port), host, port, scheme == "https", path.encode("ascii", "strict"), authority)

@@ -368,3 +368,15 @@ async def test_a_host_name_is_resolved_once_for_a_whole_wave_of_new_connections(
         assert {r.status for r in rs} == {200} and lookups == 1
         await http.post(srv.url + "/x", {}, b"{}")  # an IP literal: no lookup at all
         assert lookups == 1
+
+
+async def test_a_path_with_non_ascii_characters_is_percent_encoded(http: Http1Client) -> None:
+    seen: list[bytes] = []
+
+    def reply(line: bytes, headers: dict[str, str], body: bytes) -> bytes:
+        seen.append(line)
+        return answer(b"{}")
+
+    async with Raw(keep_alive(reply)) as srv:
+        await http.post(srv.url + "/deployments/modèle/chat/completions?api-version=2024-06-01", {}, b"{}")
+    assert seen == [b"POST /deployments/mod%C3%A8le/chat/completions?api-version=2024-06-01 HTTP/1.1"]
